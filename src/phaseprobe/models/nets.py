@@ -215,7 +215,17 @@ class ConvNet(eqx.Module):
         return self.head(jnp.ravel(x))
 
 
-MODELS = ("mlp", "linear", "conv")
+MODELS = ["mlp", "linear", "conv"]
+# Further architectures register a builder here: name -> f(in_shape, out_dim, *, key, depth, width,
+# activation, bias, init, sigma, init_scale, **options) (see models/tokens.py).
+EXTRA_MODELS: dict[str, Callable] = {}
+
+
+def register_model(name: str, builder: Callable) -> None:
+    """Make ``build_model(name, ...)`` (and so every spec's ``model = name``) build ``builder``."""
+    EXTRA_MODELS[name] = builder
+    if name not in MODELS:
+        MODELS.append(name)
 
 
 def build_model(
@@ -233,6 +243,7 @@ def build_model(
     gamma: float | None = None,
     init_scale: float = 1.0,
     channels: Sequence[int] = (16, 32),
+    **options,
 ):
     """Build a model by name: ``mlp``, ``linear`` (deep linear, ``depth`` weight matrices), ``conv``."""
     in_dim = int(np.prod(in_shape))
@@ -242,6 +253,9 @@ def build_model(
         return DeepLinear(in_dim, out_dim, depth, width, gamma=1.0 if (gamma is None and sigma is None) else gamma, sigma=sigma, key=key)
     if name == "conv":
         return ConvNet(in_shape, out_dim, channels, activation, bias, init, sigma, init_scale, key=key)
+    if name in EXTRA_MODELS:
+        return EXTRA_MODELS[name](in_shape, out_dim, key=key, depth=depth, width=width, activation=activation,
+                                  bias=bias, init=init, sigma=sigma, init_scale=init_scale, **options)
     raise ModelError(f"model: unknown '{name}'; use one of {', '.join(MODELS)}")
 
 

@@ -1,0 +1,248 @@
+"""Running a sweep: the grid is cut into independent *units*, each unit into *pieces*.
+
+* ``cold``: every (alpha, seed) cell from a fresh init; the cells are packed into units of at
+  most ``chunk_size`` members, each unit ONE vectorised ensemble (one piece).
+* ``up`` / ``down`` / ``loop``: continuation. A unit is a chunk of seeds (the ensemble) walking
+  the alpha grid: the solution at alpha_i is the start at alpha_i+1 (parameters warm-started,
+  optimiser state fresh unless ``fresh_opt = false``). Each alpha step is one piece, so an
+  interrupted chain resumes from its last finished step. ``loop`` walks up, then back down from
+  where the up branch ended.
+
+Units are plain data (:class:`Unit`); :func:`execute_unit` runs one and hands every finished
+piece to ``emit(piece, records_frame, params_dict)``. The local engine writes each piece to
+the store as it comes; the Ray engine runs units on workers and writes on the driver. Either
+way the numbers depend only on the spec (keys are derived from seeds and grid indices).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from phaseprobe import __version__, conventions
+from phaseprobe.models import build_model, init_members
+from phaseprobe.sweep.spec import SweepSpec
+from phaseprobe.train import STOP_NAMES, TrainConfig, Trainer
+
+
+@dataclass(frozen=True)
+class Unit:
+    """An independent piece of a sweep. ``steps`` is a list of (branch, alpha_index, piece)."""
+
+    kind: str  # "cold" or "chain"
+    uid: str
+    seeds: tuple[int, ...]
+    alpha_idx: tuple[int, ...] = ()  # cold: one entry per member
+    steps: tuple[tuple[str, int, str], ...] = ()
+
+    @property
+    def pieces(self) -> list[str]:
+        if self.kind == "cold":
+            return [self.uid]
+        return [p for _, _, p in self.steps]
+
+    @property
+    def n_runs(self) -> int:
+        if self.kind == "cold":
+            return len(self.seeds)
+        return len(self.seeds) * len(self.steps)
+
+
+def plan_units(spec: SweepSpec) -> list[Unit]:
+    """Cut the spec's grid into units (deterministic: the same spec gives the same units)."""
+    alphas = spec.alpha_grid()
+    seeds = spec.seed_list()
+    n = len(alphas)
+    cs = spec.chunk_size
+    units: list[Unit] = []
+    if spec.mode == "cold":
+        cells = [(i, s) for s in seeds for i in range(n)]
+        for j in range(0, len(cells), cs):
+            chunk = cells[j:j + cs]
+            units.append(Unit("cold", f"cold-c{j // cs:04d}", tuple(s for _, s in chunk), tuple(i for i, _ in chunk)))
+        return units
+    for j in range(0, len(seeds), cs):
+        sub = tuple(seeds[j:j + cs])
+        steps: list[tuple[str, int, str]] = []
+        if spec.mode in ("up", "loop"):
+            steps += [("up", i, f"up-s{j // cs:03d}-a{i:04d}") for i in range(n)]
+        if spec.mode in ("down", "loop"):
+            steps += [("down", i, f"down-s{j // cs:03d}-a{i:04d}") for i in reversed(range(n))]
+        units.append(Unit("chain", f"chain-s{j // cs:03d}", sub, (), tuple(steps)))
+    return units
+
+
+class SweepContext:
+    """Data, model skeleton and compiled trainer for one spec (built once per process)."""
+
+    def __init__(self, spec: SweepSpec, dataset=None):
+        from phaseprobe.data import load_dataset
+
+        self.spec = spec
+        self.alphas = spec.alpha_grid()
+        self.strengths = spec.strengths()
+        if dataset is None:
+            opts = dict(spec.data_options)
+            for k in ("classes", "n_train", "n_test", "normalize", "data_dir"):
+                v = getattr(spec, k)
+                if v is not None:
+                    opts[k] = v
+            opts.setdefault("seed", spec.data_seed)
+            dataset = load_dataset(spec.dataset, **opts)
+        self.dataset = dataset
+        self.out_dim = dataset.output_dim
+        self.config = TrainConfig(
+            loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
+            batch_size=spec.batch_size, epochs=spec.epochs, penalty_on=spec.penalty_on,
+            patience=spec.patience, min_delta=spec.min_delta, grad_tol=spec.grad_tol,
+        )
+        self.trainer = Trainer(self.members([0]), dataset, self.config)
+
+    def make_one(self, key):
+        s = self.spec
+        return build_model(
+            s.model, self.dataset.input_shape, self.out_dim, key=key, depth=s.depth, width=s.width,
+            activation=s.activation, bias=s.bias, init=s.init, sigma=s.sigma, gamma=s.gamma,
+            init_scale=s.init_scale, **s.model_options,
+        )
+
+    def members(self, seeds: Sequence[int]):
+        """Fresh stacked models, member m initialised from ``seeds[m]``."""
+        keys = jnp.stack([init_key(s) for s in seeds])
+        return init_members(self.make_one, keys)
+
+    def params_to_arrays(self, model) -> dict[str, np.ndarray]:
+        leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
+        return {f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)}
+
+    def arrays_to_model(self, arrays: dict[str, np.ndarray], n_members: int):
+        skel = self.members(list(range(n_members)))
+        params, static = eqx.partition(skel, eqx.is_inexact_array)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        new = [jnp.asarray(arrays[f"p{i:03d}"]) for i in range(len(leaves))]
+        return eqx.combine(jax.tree_util.tree_unflatten(treedef, new), static)
+
+
+def init_key(seed: int):
+    return jax.random.fold_in(jax.random.PRNGKey(int(seed)), 0)
+
+
+def shuffle_key(seed: int, step: int):
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1), int(step))
+
+
+def _rows(ctx: SweepContext, result, branch: str, alpha_idx: Sequence[int], seeds: Sequence[int],
+          step_index: int, elapsed: float) -> pd.DataFrame:
+    """One row per (member, record) of a finished training."""
+    spec = ctx.spec
+    st = result.state
+    best = np.asarray(st.best)
+    reason = np.asarray(st.reason)
+    rows = []
+    n_rec = len(result.records)
+    for r_i, rec in enumerate(result.records):
+        final = r_i == n_rec - 1
+        for m, (ai, seed) in enumerate(zip(alpha_idx, seeds)):
+            row = {
+                "spec_hash": spec.hash(), "version": __version__, "name": spec.name,
+                "dataset": ctx.dataset.name, "mode": spec.mode, "branch": branch,
+                "alpha_index": int(ai), "alpha": float(ctx.alphas[ai]),
+                "strength": float(ctx.strengths[ai]), "convention": spec.convention,
+                "seed": int(seed), "step_index": int(step_index),
+                "record_epoch": int(rec["record_epoch"]), "epoch": int(rec["epoch"][m]),
+                "step": int(rec["step"][m]), "final": bool(final),
+                "train_error": float(rec["train_error"][m]), "test_error": float(rec.get("test_error", [np.nan] * (m + 1))[m]),
+                "loss": float(rec["loss"][m]), "w_sq": float(rec["w_sq"][m]),
+                "penalty_sq": float(rec["penalty_sq"][m]),
+                "grad_norm": float(rec["grad_norm"][m]), "grad_norm_E": float(rec["grad_norm_E"][m]),
+                "diverged": bool(rec["diverged"][m]),
+                "stop_reason": STOP_NAMES[int(rec["reason"][m])] if final else "running",
+                "last_epoch_error": float(rec["last_epoch_error"][m]),
+                "window_change": float(rec["last_epoch_error"][m] - best[m]) if final else np.nan,
+                "seconds": float(elapsed),
+            }
+            if "train_acc" in rec:
+                row["train_acc"] = float(rec["train_acc"][m])
+                row["test_acc"] = float(rec["test_acc"][m])
+                ca = np.asarray(rec["test_class_acc"][m])
+                for c, v in enumerate(ca):
+                    row[f"class_acc_{c}"] = float(v)
+                row["n_classes_learned"] = int(np.sum(ca >= spec.learned_class_acc))
+            row["converged"] = bool(
+                final and not row["diverged"] and (
+                    STOP_NAMES[int(reason[m])] in ("patience", "grad_tol") or row["grad_norm"] < spec.converged_grad_tol
+                )
+            )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _record_at(spec: SweepSpec) -> list[int] | None:
+    if not spec.record_every:
+        return None
+    return list(range(spec.record_every, spec.epochs, spec.record_every))
+
+
+def execute_unit(
+    ctx: SweepContext,
+    unit: Unit,
+    done: set[str],
+    emit: Callable[[str, pd.DataFrame, dict], None],
+    load_params: Callable[[str], dict] | None = None,
+    on_runs: Callable[[int], None] | None = None,
+) -> None:
+    """Run the pieces of ``unit`` not in ``done``; hand each finished piece to ``emit``.
+
+    ``load_params(piece)`` reads a finished piece's parameters (to resume a chain).
+    ``on_runs(n)`` reports n finished trainings (alpha x seed) for progress.
+    """
+    spec = ctx.spec
+    tr = ctx.trainer
+    if unit.kind == "cold":
+        if unit.uid in done:
+            return
+        t0 = time.perf_counter()
+        model = ctx.members(unit.seeds)
+        alpha = jnp.asarray(ctx.alphas[list(unit.alpha_idx)], jnp.float32)
+        keys = jnp.stack([shuffle_key(s, i) for s, i in zip(unit.seeds, unit.alpha_idx)])
+        res = tr.train(model, alpha, key=keys, record_at=_record_at(spec))
+        df = _rows(ctx, res, "cold", unit.alpha_idx, unit.seeds, 0, time.perf_counter() - t0)
+        emit(unit.uid, df, ctx.params_to_arrays(res.model))
+        if on_runs:
+            on_runs(unit.n_runs)
+        return
+
+    k = len(unit.seeds)
+    # resume: the longest finished prefix of the chain
+    start = 0
+    while start < len(unit.steps) and unit.steps[start][2] in done:
+        start += 1
+    if start == len(unit.steps):
+        return
+    if start == 0:
+        model = ctx.members(unit.seeds)
+    else:
+        if load_params is None:
+            raise RuntimeError("resuming a chain needs load_params")
+        model = ctx.arrays_to_model(load_params(unit.steps[start - 1][2]), k)
+    opt_state = None
+    for s_i in range(start, len(unit.steps)):
+        branch, ai, piece = unit.steps[s_i]
+        t0 = time.perf_counter()
+        alpha = jnp.full((k,), ctx.alphas[ai], jnp.float32)
+        keys = jnp.stack([shuffle_key(s, s_i) for s in unit.seeds])
+        res = tr.train(model, alpha, key=keys, opt_state=None if spec.fresh_opt else opt_state,
+                       record_at=_record_at(spec))
+        model = res.model
+        opt_state = res.state.opt_state
+        df = _rows(ctx, res, branch, [ai] * k, unit.seeds, s_i, time.perf_counter() - t0)
+        emit(piece, df, ctx.params_to_arrays(model))
+        if on_runs:
+            on_runs(k)

@@ -1,0 +1,253 @@
+"""The sweep spec: one validated description of an alpha sweep (TOML file or CLI flags).
+
+Every field is checked *before any compute*; a bad value raises :class:`SpecError` with one
+line naming the field and the fix. ``spec_hash`` identifies the numbers a spec produces (it
+ignores fields that do not change them: ``out``, ``engine``, progress), so rerunning the same
+spec in the same folder resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from phaseprobe import conventions
+from phaseprobe.errors import SpecError
+
+MODES = ("cold", "up", "down", "loop")
+
+
+def parse_grid(text: Union[str, list, tuple]) -> np.ndarray:
+    """Parse an alpha grid.
+
+    * ``"1e-5:1e-1:41"`` -- 41 log-spaced values from 1e-5 to 1e-1;
+    * ``"lin:0.00044:0.145:330"`` -- 330 linearly spaced values (the published protocols);
+    * ``"0.001,0.01,0.1"`` or a list of numbers -- exactly those values.
+    """
+    if isinstance(text, (list, tuple, np.ndarray)):
+        vals = np.asarray([float(v) for v in text], dtype=np.float64)
+    else:
+        s = str(text).strip()
+        try:
+            if s.startswith("lin:"):
+                a, b, n = s[4:].split(":")
+                vals = np.linspace(float(a), float(b), int(n))
+            elif ":" in s:
+                a, b, n = s.split(":")
+                a, b, n = float(a), float(b), int(n)
+                if a <= 0 or b <= 0:
+                    raise SpecError(f"alphas: a log range needs positive ends, got '{s}'; use 'lin:{a}:{b}:{n}' for a linear grid")
+                vals = np.geomspace(a, b, n)
+            else:
+                vals = np.asarray([float(v) for v in s.split(",") if v.strip()], dtype=np.float64)
+        except SpecError:
+            raise
+        except (ValueError, TypeError):
+            raise SpecError(
+                f"alphas: cannot read '{s}'; write a log range '1e-5:1e-1:41', a linear range 'lin:0:0.1:51' or a list '0.001,0.01'"
+            ) from None
+    if vals.size == 0:
+        raise SpecError("alphas: the grid is empty; give at least one value, e.g. '1e-5:1e-1:41'")
+    if not np.all(np.isfinite(vals)) or np.any(vals < 0):
+        raise SpecError("alphas: every strength must be finite and >= 0")
+    return vals
+
+
+class SweepSpec(BaseModel):
+    """An alpha sweep. Strengths are given in ``convention`` ("l2": alpha*||w||^2, "wd": beta/2*||w||^2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "sweep"
+    # data
+    dataset: str = "digits"
+    classes: Optional[Union[int, list[int]]] = None
+    n_train: Optional[int] = None
+    n_test: Optional[int] = None
+    normalize: Optional[str] = None
+    data_dir: Optional[str] = None
+    data_seed: int = 0
+    data_options: dict[str, Any] = {}
+    # model
+    model: str = "mlp"
+    depth: int = 2
+    width: int = 64
+    activation: str = "relu"
+    bias: bool = True
+    init: str = "torch"
+    init_scale: float = 1.0
+    gamma: Optional[float] = None
+    sigma: Optional[float] = None
+    model_options: dict[str, Any] = {}
+    # penalty and grid
+    alphas: Union[str, list[float]] = "1e-4:1:25"
+    convention: str = "l2"
+    penalty_on: str = "all"
+    # sweep
+    mode: str = "loop"
+    seeds: Union[int, list[int]] = 3
+    # training
+    loss: str = "ce"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    batch_size: Optional[int] = None
+    epochs: int = 300
+    patience: Optional[int] = None
+    min_delta: float = 0.0
+    grad_tol: Optional[float] = None
+    fresh_opt: bool = True
+    record_every: Optional[int] = None
+    # analysis
+    converged_grad_tol: float = 1e-3
+    learned_class_acc: float = 0.5
+    # execution
+    chunk_size: int = 64
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v):
+        if v not in MODES:
+            raise ValueError(f"unknown mode '{v}'; use one of {', '.join(MODES)}")
+        return v
+
+    @field_validator("convention")
+    @classmethod
+    def _conv(cls, v):
+        if v not in ("l2", "wd", "decoupled"):
+            raise ValueError(f"unknown convention '{v}'; use 'l2' (alpha*||w||^2) or 'wd' (beta/2*||w||^2)")
+        return v
+
+    @field_validator("depth")
+    @classmethod
+    def _depth(cls, v):
+        if v < 0:
+            raise ValueError(f"must be >= 0 hidden layers (>= 1 weight matrix for model 'linear'), got {v}")
+        return v
+
+    @field_validator("width", "epochs", "chunk_size")
+    @classmethod
+    def _pos(cls, v):
+        if v <= 0:
+            raise ValueError(f"must be a positive integer, got {v}")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v):
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"must be a positive number, got {v}")
+        return v
+
+    # ---- derived --------------------------------------------------------------------------
+    def seed_list(self) -> list[int]:
+        if isinstance(self.seeds, int):
+            if self.seeds <= 0:
+                raise SpecError(f"seeds: need at least one seed, got {self.seeds}")
+            return list(range(self.seeds))
+        if not self.seeds:
+            raise SpecError("seeds: the list is empty; give a count (3) or a list ([0, 1, 2])")
+        return [int(s) for s in self.seeds]
+
+    def strengths(self) -> np.ndarray:
+        return np.sort(parse_grid(self.alphas))
+
+    def alpha_grid(self) -> np.ndarray:
+        """Canonical alphas (penalty alpha*||w||^2), ascending."""
+        return np.asarray(conventions.to_alpha(self.strengths(), self.convention), dtype=np.float64).reshape(-1)
+
+    def hash(self) -> str:
+        d = self.model_dump()
+        d.pop("name", None)  # a label; chunk_size stays: it sets the members per compiled program
+        blob = json.dumps(d, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def check(self) -> "SweepSpec":
+        """Validate everything that can be validated without data (grid, seeds, names)."""
+        from phaseprobe.models.nets import ACTIVATIONS, INIT_SCHEMES, MODELS
+        from phaseprobe.train.trainer import LOSSES, OPTIMIZERS
+
+        self.alpha_grid()
+        self.seed_list()
+        if self.model not in MODELS:
+            raise SpecError(f"model: unknown '{self.model}'; use one of {', '.join(MODELS)}")
+        if self.activation not in ACTIVATIONS:
+            raise SpecError(f"activation: unknown '{self.activation}'; use one of {', '.join(ACTIVATIONS)}")
+        if self.init not in INIT_SCHEMES:
+            raise SpecError(f"init: unknown '{self.init}'; use one of {', '.join(INIT_SCHEMES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise SpecError(f"optimizer: unknown '{self.optimizer}'; use one of {', '.join(OPTIMIZERS)}")
+        if self.loss not in LOSSES:
+            raise SpecError(f"loss: unknown '{self.loss}'; use one of {', '.join(LOSSES)}")
+        if self.model == "linear" and self.depth < 1:
+            raise SpecError(f"depth: a deep linear net needs depth >= 1 weight matrices, got {self.depth}")
+        if self.convention == "decoupled" and self.optimizer != "adamw":
+            raise SpecError("convention: 'decoupled' is AdamW's decay; set optimizer = 'adamw' or use convention 'wd'")
+        if self.optimizer == "adamw" and self.convention != "decoupled":
+            raise SpecError("optimizer: 'adamw' decays outside the gradient; set convention = 'decoupled' so records say so")
+        if self.patience is not None and self.patience < 1:
+            raise SpecError(f"patience: must be >= 1 epoch, got {self.patience}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise SpecError(f"batch_size: must be a positive integer (omit it for full batch), got {self.batch_size}")
+        return self
+
+
+def _pydantic_message(err: ValidationError) -> str:
+    e = err.errors()[0]
+    field = ".".join(str(x) for x in e["loc"]) or "spec"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        return f"{field}: unknown field; check its spelling (see `phaseprobe sweep --help`)"
+    return f"{field}: {msg}"
+
+
+def make_spec(data: dict) -> SweepSpec:
+    try:
+        return SweepSpec(**data).check()
+    except ValidationError as e:
+        raise SpecError(_pydantic_message(e)) from None
+
+
+def _coerce(value: str):
+    v = value.strip()
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    if v.lower() in ("none", "null"):
+        return None
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+def apply_overrides(data: dict, sets: list[str]) -> dict:
+    """``--set a.b=value`` overrides on a spec dict (values parsed as JSON when they can be)."""
+    out = json.loads(json.dumps(data))
+    for s in sets or []:
+        if "=" not in s:
+            raise SpecError(f"--set: '{s}' is not key=value; write e.g. --set width=128")
+        k, v = s.split("=", 1)
+        node = out
+        parts = k.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = _coerce(v)
+    return out
+
+
+def load_spec_file(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise SpecError(f"spec: file '{p}' does not exist; give the path of a TOML spec (see examples/)")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"spec: '{p}' is not valid TOML ({e}); fix the file") from None
+    return data.get("sweep", data)
