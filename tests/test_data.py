@@ -425,6 +425,9 @@ def test_modular_is_registered_lazily():
         d = load_dataset("modular", p=7, train_frac=0.5)
         assert d.n_classes == 7 and d.x_train.shape[1] == 2
         assert d.n_train + d.n_test == 49
+        with pytest.raises(DataError) as e:  # an option modular does not use is not dropped silently
+            load_dataset("modular", p=7, normalize="standard")
+        _one_line_error(e, "normalize", "valid options", "train_frac")
 
 
 BAD = [

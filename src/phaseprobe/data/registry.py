@@ -1,8 +1,9 @@
 """One entry point for every dataset: ``load_dataset(name, **options)``.
 
 Names are case-insensitive and ``_`` may stand for ``-`` (``fashion_mnist``). Option names
-are checked against the loader's signature before anything is loaded; an option given as
-``None`` takes the dataset's default. ``modular`` is imported only when asked for, so the
+are checked against the loader's named parameters before anything is loaded (a loader's
+``**kwargs`` catch-all is not an option: an option the dataset does not use is an error,
+never silently dropped); an option given as ``None`` takes the dataset's default. ``modular`` is imported only when asked for, so the
 other datasets work without it.
 """
 
@@ -90,17 +91,10 @@ def load_dataset(name: str, **options) -> Dataset:
     """
     key = canonical_name(name)
     loader = _LOADERS[key]()
-    sig = inspect.signature(loader)
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-    if not takes_any:
-        valid = [
-            p.name
-            for p in sig.parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
-        for opt_name in options:
-            if opt_name not in valid:
-                raise DataError(
-                    f"{opt_name}: not an option of dataset '{key}'; valid options: {', '.join(valid)}"
-                )
+    valid = list(dataset_options(key))
+    for opt_name in options:
+        if opt_name not in valid:
+            raise DataError(
+                f"{opt_name}: not an option of dataset '{key}'; valid options: {', '.join(valid)}"
+            )
     return loader(**{k: v for k, v in options.items() if v is not None})
