@@ -172,9 +172,14 @@ def _rows(ctx: SweepContext, result, branch: str, alpha_idx: Sequence[int], seed
                 row["train_acc"] = float(rec["train_acc"][m])
                 row["test_acc"] = float(rec["test_acc"][m])
                 ca = np.asarray(rec["test_class_acc"][m])
+                cp = np.asarray(rec["test_class_prec"][m])
                 for c, v in enumerate(ca):
                     row[f"class_acc_{c}"] = float(v)
-                row["n_classes_learned"] = int(np.sum(ca >= spec.learned_class_acc))
+                for c, v in enumerate(cp):
+                    row[f"class_prec_{c}"] = float(v)
+                # a class is learned when its test recall AND precision reach the threshold (a model
+                # predicting one class for every input has recall 1 on it, but precision 1/C)
+                row["n_classes_learned"] = int(np.sum((ca >= spec.learned_class_acc) & (cp >= spec.learned_class_acc)))
             row["converged"] = bool(
                 final and not row["diverged"] and (
                     STOP_NAMES[int(reason[m])] in ("patience", "grad_tol") or row["grad_norm"] < spec.converged_grad_tol

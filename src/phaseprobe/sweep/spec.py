@@ -251,3 +251,23 @@ def load_spec_file(path: str | Path) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"spec: '{p}' is not valid TOML ({e}); fix the file") from None
     return data.get("sweep", data)
+
+
+# The embedded default of `phaseprobe sweep` (no flags): digits, an MLP with two hidden layers,
+# a loop sweep (up then down, warm-started) across the onset-of-learning transition.
+DEFAULT_SPEC: dict = {
+    "name": "digits-onset-loop",
+    "dataset": "digits",
+    "model": "mlp",
+    "depth": 2,
+    "width": 64,
+    "activation": "relu",
+    "alphas": "1e-3:0.3:25",
+    "convention": "l2",
+    "mode": "loop",
+    "seeds": 3,
+    "optimizer": "adam",
+    "lr": 3e-3,
+    "epochs": 400,
+    "patience": None,
+}

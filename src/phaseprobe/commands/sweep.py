@@ -1,0 +1,118 @@
+"""``phaseprobe sweep``: accuracy phases against the L2 strength, with hysteresis."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from phaseprobe.sweep.spec import DEFAULT_SPEC, apply_overrides, load_spec_file, make_spec
+
+console = Console(stderr=True)
+
+
+def _parse_classes(text: Optional[str]):
+    if text is None:
+        return None
+    t = text.strip()
+    if "," in t:
+        return [int(x) for x in t.split(",") if x.strip()]
+    return int(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def sweep(
+        spec_file: Optional[Path] = typer.Option(None, "--spec", help="TOML spec (see examples/); flags and --set override it."),
+        sets: List[str] = typer.Option([], "--set", help="Override a spec field: --set width=128 (repeatable)."),
+        dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, gaussian-mixture, teacher, lowrank-linear, modular"),
+        classes: Optional[str] = typer.Option(None, help="class subset '0,1,2' or the first k classes 'k'"),
+        data_dir: Optional[str] = typer.Option(None, help="folder with the IDX files (mnist, fashion-mnist)"),
+        n_train: Optional[int] = typer.Option(None, help="training-set size (subset)"),
+        model: Optional[str] = typer.Option(None, help="mlp, linear (deep linear), conv"),
+        depth: Optional[int] = typer.Option(None, help="hidden layers (mlp) or weight matrices (linear)"),
+        width: Optional[int] = typer.Option(None, help="hidden width"),
+        activation: Optional[str] = typer.Option(None, help="relu, tanh, gelu, sigmoid, identity"),
+        alphas: Optional[str] = typer.Option(None, help="grid: '1e-5:1e-1:41' (log), 'lin:0:0.1:51', or '0.001,0.01'"),
+        convention: Optional[str] = typer.Option(None, help="'l2' (alpha*||w||^2) or 'wd' (beta/2*||w||^2)"),
+        seeds: Optional[int] = typer.Option(None, help="number of seeds"),
+        mode: Optional[str] = typer.Option(None, help="cold, up, down, loop"),
+        optimizer: Optional[str] = typer.Option(None, help="adam, adamw, sgd, momentum, gd"),
+        lr: Optional[float] = typer.Option(None, help="learning rate"),
+        epochs: Optional[int] = typer.Option(None, "--epochs", "--steps", help="max epochs per strength (full batch: steps)"),
+        batch: Optional[int] = typer.Option(None, help="minibatch size (omit: full batch)"),
+        patience: Optional[int] = typer.Option(None, help="early stopping patience in epochs"),
+        out: Path = typer.Option(Path("runs/sweep"), help="run folder (rerun with the same spec to resume)"),
+        engine: str = typer.Option("local", help="local (in-process) or ray"),
+        address: Optional[str] = typer.Option(None, help="Ray address: auto or HOST:PORT"),
+        no_figures: bool = typer.Option(False, "--no-figures", help="skip figures and report"),
+    ):
+        """Map accuracy phases against the L2 strength (cold, up, down or loop sweeps).
+
+        With no flags it runs the embedded default: digits, MLP with two hidden layers, a loop
+        sweep showing the first-order onset-of-learning transition and its hysteresis loop.
+        """
+        from phaseprobe.engine import get_engine
+        from phaseprobe.sweep.driver import run_sweep
+        from phaseprobe.sweep.summary import summarize
+
+        data = dict(DEFAULT_SPEC) if spec_file is None else load_spec_file(spec_file)
+        flags = dict(dataset=dataset, classes=_parse_classes(classes), data_dir=data_dir, n_train=n_train, model=model,
+                     depth=depth, width=width, activation=activation, alphas=alphas, convention=convention,
+                     seeds=seeds, mode=mode, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch,
+                     patience=patience)
+        data.update({k: v for k, v in flags.items() if v is not None})
+        data = apply_overrides(data, sets)
+        spec = make_spec(data)
+        eng = get_engine(engine, **({"address": address} if address else {}))
+        console.print(f"[bold]phaseprobe sweep[/bold] {spec.name}: {spec.dataset}, {spec.model} depth {spec.depth} "
+                      f"width {spec.width}, mode {spec.mode}, {len(spec.alpha_grid())} strengths x {len(spec.seed_list())} seeds -> {out}")
+        t0 = time.perf_counter()
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                      console=console, transient=False) as prog:
+            task = prog.add_task("trainings", total=None, rate="")
+            state = {"t": time.perf_counter(), "n": 0}
+
+            def on_plan(total, already):
+                prog.update(task, total=total, completed=already)
+                if already:
+                    console.print(f"resuming: {already}/{total} trainings already in the store")
+
+            def on_runs(n):
+                state["n"] += n
+                rate = state["n"] / max(time.perf_counter() - state["t"], 1e-9)
+                prog.update(task, advance=n, rate=f"{rate:.2f} runs/s")
+
+            df = run_sweep(spec, out, engine=eng, on_runs=on_runs, on_plan=on_plan)
+        console.print(f"done in {time.perf_counter() - t0:.1f} s; {int(df['final'].sum()) if not df.empty else 0} final records in {out}/records")
+        res = summarize(out, figures=not no_figures)
+        _print_tables(res)
+        if not no_figures:
+            console.print(f"figures: {out}/sweep.png, {out}/classes.png; report: {out}/report.html")
+
+
+def _print_tables(res) -> None:
+    from rich.table import Table
+
+    tr = res["transitions"]
+    t = Table(title="transitions")
+    cols = [c for c in ("observable", "branch", "strength_c", "strength_lo", "strength_hi", "order", "jump",
+                        "spinodal_up_strength", "spinodal_down_strength", "maxwell_strength", "hysteresis_area", "seeds_agree") if c in tr.columns]
+    for c in cols:
+        t.add_column(c.replace("_strength", "").replace("strength_", ""), justify="right")
+    for row in tr[cols].itertuples(index=False) if len(tr) else []:
+        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(t)
+    pl = res["plateaus"]
+    if len(pl):
+        t = Table(title="accuracy plateaus")
+        for c in ("branch", "strength_from", "strength_to", "level", "classes"):
+            t.add_column(c, justify="right")
+        for row in pl[["branch", "strength_from", "strength_to", "level", "classes"]].itertuples(index=False):
+            t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+        Console().print(t)

@@ -1,0 +1,1 @@
+"""matplotlib figures and the HTML report of a run folder."""
