@@ -96,6 +96,11 @@ def register(app: typer.Typer) -> None:
             console.print(f"figures: {out}/sweep.png, {out}/classes.png; report: {out}/report.html")
 
 
+def _out_console() -> Console:
+    c = Console()
+    return c if c.is_terminal else Console(width=160)
+
+
 def _print_tables(res) -> None:
     from rich.table import Table
 
@@ -107,7 +112,7 @@ def _print_tables(res) -> None:
         t.add_column(c.replace("_strength", "").replace("strength_", ""), justify="right")
     for row in tr[cols].itertuples(index=False) if len(tr) else []:
         t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    Console().print(t)
+    _out_console().print(t)
     pl = res["plateaus"]
     if len(pl):
         t = Table(title="accuracy plateaus")
@@ -115,4 +120,4 @@ def _print_tables(res) -> None:
             t.add_column(c, justify="right")
         for row in pl[["branch", "strength_from", "strength_to", "level", "classes"]].itertuples(index=False):
             t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-        Console().print(t)
+        _out_console().print(t)
