@@ -27,6 +27,7 @@ from phaseprobe.models.nets import (
     init_members,
     penalty_mask,
 )
+from phaseprobe.models import tokens  # noqa: F401  (registers embed-mlp, transformer)
 
 __all__ = [
     "ACTIVATIONS",
