@@ -14,6 +14,8 @@ Definitions (all on the *final* record of every (branch, alpha, seed) training):
   the hysteresis area over the event's window is positive (more than half a grid cell of
   ``min_jump``; a jump whose branches coincide is labelled ``jump-no-loop``); otherwise
   *continuous* (spread over several grid steps: a kink where it starts, ``alpha_kink``).
+  ``||w||^2`` is detected in log10 but its jump fraction is read on the linear scale (in log10
+  an order parameter that vanishes continuously also ends in a steep drop).
 * **Spinodals.** Where each branch of a loop jumps: the up branch's event (upper spinodal) and
   the down branch's opposite event nearest to it (lower spinodal).
 * **Maxwell point.** Where the two branches' regularised losses ``L = E + alpha ||w||^2`` cross
@@ -212,6 +214,7 @@ def find_transitions(
     if min_jump is None:
         min_jump = 0.5 if observable == "w_sq" else 0.05
     tables = {b: branch_table(df, b, col) for b in branches}
+    raw_tables = tables
     if observable == "w_sq":  # ||w||^2 spans decades (the trivial phase is ~0): detect in log10
         tables = {b: (a, np.log10(np.maximum(v, 0) + 1e-6), s) for b, (a, v, s) in tables.items()}
     loss_tables = {b: branch_table(df, b, "loss") for b in branches}
@@ -238,10 +241,17 @@ def find_transitions(
             seq = mean[order]
             before = float(np.nanmean(seq[max(0, e.i0 - 2): e.i0 + 1]))
             after = float(np.nanmean(seq[e.i1: e.i1 + 3]))
-            order_kind = FIRST_ORDER if e.jump_fraction >= 0.6 else CONTINUOUS
+            jf = e.jump_fraction
+            if observable == "w_sq":
+                # log10 makes every approach to ||w||^2 = 0 look steep (a continuous order parameter
+                # vanishing at alpha_c has log -> -inf): the order is read on the linear scale, as the
+                # largest linear step over the event's linear change
+                lin = np.nanmean(raw_tables[b][1], axis=0)[order][e.i0:e.i1 + 1]
+                jf = float(np.nanmax(np.abs(np.diff(lin))) / max(abs(lin[-1] - lin[0]), 1e-12))
+            order_kind = FIRST_ORDER if jf >= 0.6 else CONTINUOUS
             t = Transition(
                 observable=observable, branch=b, alpha_c=ac, alpha_lo=lo, alpha_hi=hi, order=order_kind,
-                jump=float(e.total * scale), jump_fraction=e.jump_fraction, alpha_kink=kink,
+                jump=float(e.total * scale), jump_fraction=jf, alpha_kink=kink,
                 level_before=before * scale, level_after=after * scale, seeds_agree=agree / max(vals.shape[0], 1),
             )
             per_branch_events[b].append((ac, e, order))
@@ -267,16 +277,21 @@ def find_transitions(
                 t.spinodal_down = d.alpha_c
                 a_lo, a_hi = sorted([t.alpha_c, d.alpha_c])
             else:
-                # the down branch never comes back inside the grid: the lower spinodal lies
-                # beyond the grid's end (spinodal_down stays NaN); the loop spans the rest of it
+                # the down branch never comes back inside the grid: the lower spinodal lies below
+                # the grid's start (spinodal_down stays NaN); the loop spans the grid up to the upper
+                # spinodal, whichever way the observable moves (the down branch always returns lower)
                 d = None
-                a_lo, a_hi = (float(alphas[0]), t.alpha_c) if t.jump < 0 else (t.alpha_c, float(alphas[-1]))
+                a_lo, a_hi = float(alphas[0]), t.alpha_c
             lo_i = int(np.searchsorted(alphas, a_lo) - 1)
             hi_i = int(np.searchsorted(alphas, a_hi))
             lo_i, hi_i = max(lo_i, 0), min(hi_i, len(alphas) - 1)
             area = hysteresis_area(alphas, up_m, dn_m, lo_i, hi_i) * scale
             t.hysteresis_area = area
-            m = crossing(alphas, dl, lo_i, hi_i)
+            # the Maxwell point is sought only where the two branches are in different phases, strictly
+            # between the spinodals (outside, both sit in one phase and their loss difference is noise)
+            c_lo = int(np.searchsorted(alphas, a_lo)) if d is not None else 0
+            c_hi = int(np.searchsorted(alphas, a_hi)) - 1
+            m = crossing(alphas, dl, c_lo, c_hi) if c_hi > c_lo else None
             t.maxwell = float("nan") if m is None else m
             if d is not None:
                 d.hysteresis_area = area
