@@ -141,7 +141,17 @@ class RunStore:
         files = sorted(p for p in self.records_dir.glob("*.parquet") if not p.name.startswith(".tmp-")) if self.records_dir.exists() else []
         if not files:
             return pd.DataFrame()
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        frames = []
+        for f in files:
+            try:
+                frames.append(pd.read_parquet(f))
+            except Exception:
+                # never read a damaged piece; the command that made the folder redoes it on a rerun
+                raise StoreError(
+                    f"records: '{f}' does not read back (corrupt or cut short); rerun the command that made "
+                    f"'{self.root}' (same spec, same --out) to redo that piece"
+                ) from None
+        return pd.concat(frames, ignore_index=True)
 
 
 def load_records(run_dir: str | Path) -> pd.DataFrame:

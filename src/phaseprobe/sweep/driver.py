@@ -39,8 +39,11 @@ def run_sweep(
     for u in units:
         if u.kind == "cold":
             already += u.n_runs if u.uid in done else 0
-        else:
-            already += len(u.seeds) * sum(1 for _, _, p in u.steps if p in done)
+        else:  # a chain resumes after its longest finished prefix; later pieces are redone
+            prefix = 0
+            while prefix < len(u.steps) and u.steps[prefix][2] in done:
+                prefix += 1
+            already += len(u.seeds) * prefix
     if on_plan:
         on_plan(total, already)
     engine = engine or get_engine("local")
