@@ -69,26 +69,33 @@ def register(app: typer.Typer) -> None:
         data = apply_overrides(data, sets)
         spec = make_spec(data)
         eng = get_engine(engine, **({"address": address} if address else {}))
-        console.print(f"[bold]phaseprobe sweep[/bold] {spec.name}: {spec.dataset}, {spec.model} depth {spec.depth} "
-                      f"width {spec.width}, mode {spec.mode}, {len(spec.alpha_grid())} strengths x {len(spec.seed_list())} seeds -> {out}")
+        banner = (f"[bold]phaseprobe sweep[/bold] {spec.name}: {spec.dataset}, {spec.model} depth {spec.depth} "
+                  f"width {spec.width}, mode {spec.mode}, {len(spec.alpha_grid())} strengths x {len(spec.seed_list())} seeds -> {out}")
         t0 = time.perf_counter()
-        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                      console=console, transient=False) as prog:
-            task = prog.add_task("trainings", total=None, rate="")
-            state = {"t": time.perf_counter(), "n": 0}
+        # the banner and the progress bar start only once every check has passed (on_plan), so a bad
+        # spec or dataset prints nothing but its one-line error
+        prog = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                        console=console, transient=False)
+        task = prog.add_task("trainings", total=None, rate="")
+        state = {"t": time.perf_counter(), "n": 0}
 
-            def on_plan(total, already):
-                prog.update(task, total=total, completed=already)
-                if already:
-                    console.print(f"resuming: {already}/{total} trainings already in the store")
+        def on_plan(total, already):
+            console.print(banner)
+            prog.start()
+            prog.update(task, total=total, completed=already)
+            if already:
+                console.print(f"resuming: {already}/{total} trainings already in the store")
 
-            def on_runs(n):
-                state["n"] += n
-                rate = state["n"] / max(time.perf_counter() - state["t"], 1e-9)
-                prog.update(task, advance=n, rate=f"{rate:.2f} runs/s")
+        def on_runs(n):
+            state["n"] += n
+            rate = state["n"] / max(time.perf_counter() - state["t"], 1e-9)
+            prog.update(task, advance=n, rate=f"{rate:.2f} runs/s")
 
+        try:
             df = run_sweep(spec, out, engine=eng, on_runs=on_runs, on_plan=on_plan)
+        finally:
+            prog.stop()
         console.print(f"done in {time.perf_counter() - t0:.1f} s; {int(df['final'].sum()) if not df.empty else 0} final records in {out}/records")
         res = summarize(out, figures=not no_figures)
         _print_tables(res)
