@@ -1,0 +1,58 @@
+"""``phaseprobe curvature DIR``: scalar curvature, Hessian extremes and saddle index along a sweep."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def curvature(
+        run_dir: Path = typer.Argument(..., help="a run folder made by `phaseprobe sweep`"),
+        exact: Optional[bool] = typer.Option(None, "--exact/--stochastic", help="dense Hessian (small models) or HVP estimators; default: by size"),
+        probes: int = typer.Option(32, help="Hutchinson probes (stochastic mode)"),
+        k: int = typer.Option(2, help="Lanczos eigenvalues at each end of the spectrum"),
+        branch: List[str] = typer.Option([], help="only these branches (repeatable): cold, up, down"),
+        seed: List[int] = typer.Option([], help="only these seeds (repeatable)"),
+        max_params: Optional[int] = typer.Option(None, help="largest model for the exact Hessian (default 5000)"),
+    ):
+        """Geometry of every stored minimum of a sweep: R(E), R(L_alpha), spectrum ends, saddle index;
+        change points of R matched to the accuracy transitions; figure and report section."""
+        from phaseprobe.geometry.run_curvature import curvature_of_run, curvature_report
+
+        con = Console(stderr=True)
+        t0 = time.perf_counter()
+        with Progress(TextColumn("minima"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                      TimeRemainingColumn(), console=con) as prog:
+            task = prog.add_task("minima", total=None)
+            geo = curvature_of_run(run_dir, exact=exact, n_probes=probes, lanczos_k=k, branches=branch or None,
+                                   seeds=seed or None, max_params=max_params,
+                                   on_plan=lambda n: prog.update(task, total=n), on_point=lambda n: prog.advance(task, n))
+        geo.to_parquet(Path(run_dir) / "curvature.parquet", index=False)
+        res = curvature_report(run_dir, geo)
+        out = Console() if Console().is_terminal else Console(width=160)
+        from rich.table import Table
+
+        summ = geo.groupby(["branch", "strength"])[["R_E", "R_L", "lambda_min_E", "lambda_max_E", "saddle_index_L"]].mean().reset_index()
+        t = Table(title=f"geometry per stored minimum (seed mean; {geo['method'].iloc[0]}; E = mean over samples)")
+        for c in summ.columns:
+            t.add_column(c, justify="right")
+        for row in summ.itertuples(index=False):
+            t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+        out.print(t)
+        mt = res["matches"]
+        if len(mt):
+            t = Table(title="accuracy transitions vs nearest curvature change point")
+            cols = [c for c in ("branch", "curvature", "transition_strength", "change_strength", "kind", "log10_distance", "matched") if c in mt.columns]
+            for c in cols:
+                t.add_column(c, justify="right")
+            for row in mt[cols].itertuples(index=False):
+                t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+            out.print(t)
+        con.print(f"done in {time.perf_counter() - t0:.1f} s: {run_dir}/curvature.parquet, curvature.png, report.html")
