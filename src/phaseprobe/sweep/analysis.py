@@ -14,8 +14,10 @@ Definitions (all on the *final* record of every (branch, alpha, seed) training):
   the hysteresis area over the event's window is positive (more than half a grid cell of
   ``min_jump``; a jump whose branches coincide is labelled ``jump-no-loop``); otherwise
   *continuous* (spread over several grid steps: a kink where it starts, ``alpha_kink``).
-  ``||w||^2`` is detected in log10 but its jump fraction is read on the linear scale (in log10
-  an order parameter that vanishes continuously also ends in a steep drop).
+  ``||w||^2`` is detected in log10 (floored five decades below its largest value) but its jump
+  fraction is read on the linear scale (in log10 an order parameter that vanishes continuously
+  also ends in a steep drop); a jump by decades (log-scale fraction >= 0.6) inside a hysteresis
+  loop of positive area is first order as well (the coexisting branches are the discontinuity).
 * **Spinodals.** Where each branch of a loop jumps: the up branch's event (upper spinodal) and
   the down branch's opposite event nearest to it (lower spinodal).
 * **Maxwell point.** Where the two branches' regularised losses ``L = E + alpha ||w||^2`` cross
@@ -216,10 +218,15 @@ def find_transitions(
     tables = {b: branch_table(df, b, col) for b in branches}
     raw_tables = tables
     if observable == "w_sq":  # ||w||^2 spans decades (the trivial phase is ~0): detect in log10
-        tables = {b: (a, np.log10(np.maximum(v, 0) + 1e-6), s) for b, (a, v, s) in tables.items()}
+        # floored five decades below the largest ||w||^2 of the run: the optimiser's jitter around
+        # w = 0 (factors of a few at ~1e-5 with Adam) is not a transition
+        top = max([float(np.nanmax(v)) for _, v, _ in tables.values() if np.isfinite(v).any()] + [0.0])
+        floor = max(1e-5 * top, 1e-12)
+        tables = {b: (a, np.log10(np.maximum(v, 0) + floor), s) for b, (a, v, s) in tables.items()}
     loss_tables = {b: branch_table(df, b, "loss") for b in branches}
     found: list[Transition] = []
     per_branch_events: dict[str, list[tuple[float, Event, np.ndarray]]] = {}
+    log_jump_fraction: dict[int, float] = {}
     # one noise scale for all seeds' curves of a branch (seed-mean curves are smoother)
     for b in branches:
         alphas, vals, seeds = tables[b]
@@ -245,7 +252,8 @@ def find_transitions(
             if observable == "w_sq":
                 # log10 makes every approach to ||w||^2 = 0 look steep (a continuous order parameter
                 # vanishing at alpha_c has log -> -inf): the order is read on the linear scale, as the
-                # largest linear step over the event's linear change
+                # largest linear step over the event's linear change (a loop can still make a log-scale
+                # jump first order below)
                 lin = np.nanmean(raw_tables[b][1], axis=0)[order][e.i0:e.i1 + 1]
                 jf = float(np.nanmax(np.abs(np.diff(lin))) / max(abs(lin[-1] - lin[0]), 1e-12))
             order_kind = FIRST_ORDER if jf >= 0.6 else CONTINUOUS
@@ -255,6 +263,7 @@ def find_transitions(
                 level_before=before * scale, level_after=after * scale, seeds_agree=agree / max(vals.shape[0], 1),
             )
             per_branch_events[b].append((ac, e, order))
+            log_jump_fraction[id(t)] = e.jump_fraction
             found.append(t)
     # pair up with down for loops
     if "up" in tables and "down" in tables:
@@ -298,7 +307,14 @@ def find_transitions(
                 d.spinodal_up, d.spinodal_down = t.alpha_c, d.alpha_c
                 d.maxwell = t.maxwell
             dlog = float(np.median(np.diff(np.log10(alphas[alphas > 0])))) if np.sum(alphas > 0) > 1 else 1.0
-            if t.order == FIRST_ORDER and not area > 0.5 * min_jump * scale * dlog:
+            loop = area > 0.5 * min_jump * scale * dlog
+            if observable == "w_sq" and t.order == CONTINUOUS and loop and log_jump_fraction[id(t)] >= 0.6:
+                # a jump by decades with a hysteresis loop around it: the branches coexist, first order
+                # (on the linear scale the learned phase's own steep decline can hide the jump)
+                t.order = FIRST_ORDER
+                if d is not None and d.order == CONTINUOUS and log_jump_fraction[id(d)] >= 0.6:
+                    d.order = FIRST_ORDER
+            if t.order == FIRST_ORDER and not loop:
                 t.order = JUMP_NO_LOOP  # a discontinuity on the grid, but the branches agree
     return found
 
