@@ -1,0 +1,118 @@
+"""Scalar (Ricci) curvature of the graph hypersurface ``{(w, E(w))}`` in ``R^(n+1)``.
+
+With ``g = grad E``, ``H = hess E`` and ``W2 = 1 + |g|^2`` (Gauss equation for a graph)::
+
+    R = ((tr H)^2 - tr(H^2)) / W2  -  2 (tr H * g^T H g - g^T H^2 g) / W2^2
+
+At a critical point ``R = (tr H)^2 - tr H^2 = 2 sum_{i<j} lambda_i lambda_j``.
+
+Scale convention: ``E`` is the **mean over training samples** (:mod:`phaseprobe.conventions`).
+``R`` is not scale-free: with ``E -> c E`` the first term scales like ``c^2`` only where
+``|g| << 1``, and with three or more parameters the sign of ``R`` can change with ``c``; every
+result carries :data:`SCALE` so it is never compared across conventions.
+
+Exact: from the dense Hessian (small models). Stochastic: ``tr H`` and ``tr H^2 = E|Hv|^2`` by
+Hutchinson, ``(tr H)^2`` by the unbiased U-statistic over probe pairs, ``g^T H g`` and
+``g^T H^2 g = |H g|^2`` exactly from one HVP; the estimate is unbiased (linear in unbiased
+pieces) and its standard error is the delete-one jackknife over probes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from phaseprobe.geometry.base import as_key, num_params, use_exact
+from phaseprobe.geometry.hessian import exact_hessian, hvp_flat, value_and_flat_grad
+from phaseprobe.geometry.lanczos import jackknife, probe_samples
+
+SCALE = "E = mean over training samples (phaseprobe.conventions); R of the graph {(w, E(w))}"
+
+
+def curvature_from_terms(tr_H, tr_H2, gHg, gH2g, g_sq, tr_H_sq=None):
+    """``R`` from its ingredients (``tr_H_sq`` defaults to ``tr_H**2``); numpy-broadcasting."""
+    tr_H_sq = np.asarray(tr_H, np.float64) ** 2 if tr_H_sq is None else np.asarray(tr_H_sq, np.float64)
+    w2 = 1.0 + np.asarray(g_sq, np.float64)
+    return (tr_H_sq - tr_H2) / w2 - 2.0 * (tr_H * gHg - gH2g) / (w2 * w2)
+
+
+def curvature_exact(g, H) -> float:
+    """``R`` from a flat gradient ``g`` and the dense Hessian ``H`` (float64)."""
+    g = np.asarray(g, np.float64)
+    H = np.asarray(H, np.float64)
+    Hg = H @ g
+    return float(curvature_from_terms(np.trace(H), np.sum(H * H), g @ Hg, Hg @ Hg, g @ g))
+
+
+def curvature_stochastic(vHv, Hv2, g, Hg) -> tuple[float, float]:
+    """``(R, stderr)`` from per-probe Hutchinson samples and the exact ``g``, ``H g`` (jackknife)."""
+    g = np.asarray(g, np.float64)
+    Hg = np.asarray(Hg, np.float64)
+    gHg, gH2g, g_sq = float(g @ Hg), float(Hg @ Hg), float(g @ g)
+
+    def stat(a, b):
+        n = a.shape[0]
+        s = a.sum()
+        tr_sq = (s * s - np.sum(a * a)) / (n * (n - 1))
+        return curvature_from_terms(a.mean(), b.mean(), gHg, gH2g, g_sq, tr_sq)
+
+    return jackknife(stat, vHv, Hv2)
+
+
+@dataclass
+class Curvature:
+    """Scalar curvature at one point and its ingredients.
+
+    ``stderr`` is 0 for the exact method. ``tr_H2`` is ``tr(H^2)``; ``gH2g`` is ``|H g|^2``.
+    """
+
+    R: float
+    stderr: float
+    tr_H: float
+    tr_H2: float
+    gHg: float
+    gH2g: float
+    grad_norm: float
+    method: str
+    n_probes: int
+    n_params: int
+    scale: str = SCALE
+
+
+def scalar_curvature(
+    loss_fn: Callable,
+    params,
+    *,
+    exact: bool | None = None,
+    n_probes: int = 64,
+    key=None,
+    max_params: int | None = None,
+    probe_batch: int | None = None,
+) -> Curvature:
+    """Scalar curvature ``R`` of the graph of ``loss_fn`` at ``params``.
+
+    ``exact=None`` uses the dense Hessian when the model has at most ``max_params`` parameters
+    (default 5000) and the stochastic estimate (``n_probes`` Rademacher probes, standard error)
+    otherwise. Pass ``E`` (:func:`~phaseprobe.geometry.losses.make_error_fn`) for ``R_E`` or
+    ``L_alpha`` (:func:`~phaseprobe.geometry.losses.make_loss_fn`) for ``R_L``.
+    """
+    n = num_params(params)
+    _, g = value_and_flat_grad(loss_fn, params)
+    g = np.asarray(g, np.float64)
+    if use_exact(exact, n, max_params):
+        H = exact_hessian(loss_fn, params, max_params=max_params)
+        Hg = H.astype(np.float64) @ g
+        R = curvature_exact(g, H)
+        return Curvature(R=R, stderr=0.0, tr_H=float(np.trace(H)), tr_H2=float(np.sum(H.astype(np.float64) ** 2)),
+                         gHg=float(g @ Hg), gH2g=float(Hg @ Hg), grad_norm=float(np.sqrt(g @ g)),
+                         method="exact", n_probes=0, n_params=n)
+    a, b = probe_samples(loss_fn, params, n_probes, key=as_key(key), probe_batch=probe_batch)
+    flat, _ = ravel_pytree(params)
+    Hg = np.asarray(hvp_flat(loss_fn, params, g.astype(flat.dtype)), np.float64)
+    R, se = curvature_stochastic(a, b, g, Hg)
+    return Curvature(R=R, stderr=se, tr_H=float(a.mean()), tr_H2=float(b.mean()), gHg=float(g @ Hg),
+                     gH2g=float(Hg @ Hg), grad_norm=float(np.sqrt(g @ g)), method="stochastic",
+                     n_probes=int(n_probes), n_params=n)
