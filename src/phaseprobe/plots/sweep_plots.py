@@ -121,7 +121,7 @@ def plot_class_heatmap(df: pd.DataFrame, out: str | Path, class_names: list | No
         ax.set_yticks(range(len(cls_cols)))
         names = class_names or [c.split("_")[-1] for c in cls_cols]
         ax.set_yticklabels([str(n) for n in names][: len(cls_cols)], fontsize=8)
-        ax.set_xlabel(conventions.strength_label(conv).split("(")[0] + "(grid, log-spaced labels)")
+        ax.set_xlabel(conventions.strength_label(conv).split("(")[0] + "(one column per grid point, ticks label the strength)")
         ax.set_ylabel("class")
         ax.set_title(f"{LABELS[b]}", fontsize=10)
     fig.colorbar(im, ax=axes[0].tolist(), label="per-class test accuracy (seed mean)")
