@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from phaseprobe.engine.grid import parse_grid
+from phaseprobe.errors import SpecError
 from phaseprobe.sweep.spec import DEFAULT_SPEC, apply_overrides, load_spec_file, make_spec
 
 console = Console(stderr=True)
@@ -25,8 +27,9 @@ def _parse_classes(text: Optional[str]):
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(context_settings={"allow_extra_args": True})
     def sweep(
+        cli: typer.Context,
         spec_file: Optional[Path] = typer.Option(None, "--spec", help="TOML spec (see examples/); flags and --set override it."),
         sets: List[str] = typer.Option([], "--set", help="Override a spec field: --set width=128 (repeatable)."),
         dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, gaussian-mixture, teacher, lowrank-linear, modular"),
@@ -48,7 +51,9 @@ def register(app: typer.Typer) -> None:
         patience: Optional[int] = typer.Option(None, help="early stopping patience in epochs"),
         out: Path = typer.Option(Path("runs/sweep"), help="run folder (rerun with the same spec to resume)"),
         engine: str = typer.Option("local", help="local (in-process) or ray"),
-        address: Optional[str] = typer.Option(None, help="Ray address: auto or HOST:PORT"),
+        address: Optional[str] = typer.Option(None, help="Ray address: auto, HOST:PORT, or local (a private Ray instance)"),
+        grid: List[str] = typer.Option([], "--grid", help="Spec grid, one sweep per cell: --grid width=64,256 depth=1,2,3 "
+                                       "(space-separated or repeated; list values in brackets: classes=[0,1],[0,1,2])."),
         no_figures: bool = typer.Option(False, "--no-figures", help="skip figures and report"),
     ):
         """Map accuracy phases against the L2 strength (cold, up, down or loop sweeps).
@@ -68,7 +73,13 @@ def register(app: typer.Typer) -> None:
         data.update({k: v for k, v in flags.items() if v is not None})
         data = apply_overrides(data, sets)
         spec = make_spec(data)
+        if cli.args and not grid:
+            raise SpecError(f"sweep: unexpected argument(s) '{' '.join(cli.args)}'; grid fields go after --grid, e.g. --grid width=64,256 depth=1,2")
+        grid_fields = parse_grid(list(grid) + list(cli.args)) if grid else None
         eng = get_engine(engine, **({"address": address} if address else {}))
+        if grid_fields is not None:
+            _run_grid_command(data, grid_fields, out, eng, no_figures)
+            return
         banner = (f"[bold]phaseprobe sweep[/bold] {spec.name}: {spec.dataset}, {spec.model} depth {spec.depth} "
                   f"width {spec.width}, mode {spec.mode}, {len(spec.alpha_grid())} strengths x {len(spec.seed_list())} seeds -> {out}")
         t0 = time.perf_counter()
@@ -101,6 +112,56 @@ def register(app: typer.Typer) -> None:
         _print_tables(res)
         if not no_figures:
             console.print(f"figures: {out}/sweep.png, {out}/classes.png; report: {out}/report.html")
+
+
+def _progress():
+    prog = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=console, transient=False)
+    return prog, prog.add_task("trainings", total=None, rate="")
+
+
+def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures: bool) -> None:
+    """``--grid``: one sweep per cell under OUT/cells/, one report with a facet per cell."""
+    from rich.table import Table
+
+    from phaseprobe.engine.grid import expand, run_grid, summarize_grid
+
+    n_cells = len(expand(grid_fields))
+    banner = (f"[bold]phaseprobe sweep[/bold] grid of {n_cells} cells ("
+              + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in grid_fields.items()) + f"), engine {eng.name} -> {out}")
+    t0 = time.perf_counter()
+    prog, task = _progress()
+    state = {"t": time.perf_counter(), "n": 0}
+
+    def on_plan(total, already):
+        console.print(banner)
+        prog.start()
+        prog.update(task, total=total, completed=already)
+        if already:
+            console.print(f"resuming: {already}/{total} trainings already in the store")
+
+    def on_runs(n):
+        state["n"] += n
+        rate = state["n"] / max(time.perf_counter() - state["t"], 1e-9)
+        prog.update(task, advance=n, rate=f"{rate:.2f} runs/s")
+
+    try:
+        df = run_grid(data, grid_fields, out, engine=eng, on_runs=on_runs, on_plan=on_plan)
+    finally:
+        prog.stop()
+    console.print(f"done in {time.perf_counter() - t0:.1f} s; {int(df['final'].sum()) if not df.empty else 0} final records "
+                  f"in {out}/cells/*/records")
+    res = summarize_grid(out, figures=not no_figures)
+    cells = res["cells"]
+    t = Table(title="cells")
+    for c in cells.columns:
+        t.add_column(str(c), justify="right")
+    for row in cells.itertuples(index=False):
+        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    _out_console().print(t)
+    if not no_figures:
+        console.print(f"report: {out}/report.html (one section per cell); cells: {out}/cells.csv")
 
 
 def _out_console() -> Console:

@@ -19,6 +19,14 @@ class LocalEngine:
         for unit in units:
             execute_unit(ctx, unit, done, store.write_piece, store.load_params, on_runs)
 
+    def run_cells(self, jobs: Sequence, on_runs: Callable[[int], None] | None = None) -> None:
+        """Run several prepared sweeps (the cells of a spec grid) one after another; each
+        job's context (device data, compiled trainer) is built when its turn comes and dropped
+        after."""
+        for job in jobs:
+            self.run(job.context(), job.units, job.store, on_runs)
+            job.release()
+
 
 def get_engine(name: str = "local", **options):
     """An engine by name: ``local`` (default) or ``ray`` (``address=...``)."""

@@ -1,0 +1,490 @@
+"""The Ray engine: the units of a sweep (or of every cell of a spec grid) run as Ray tasks.
+
+How work flows
+--------------
+* Each :class:`~phaseprobe.sweep.run.Unit` (a chunk of the grid trained as ONE vectorised
+  ensemble) is one Ray task with ``num_cpus`` = ``cpus_per_task`` and ``max_retries``.
+* The dataset is put into the object store once per distinct dataset (``ray.put``) and every
+  task gets a reference to it. A worker process builds the
+  :class:`~phaseprobe.sweep.run.SweepContext` (device data, compiled trainer) the first time
+  it sees a (spec hash, dataset) pair and keeps it in a module-level cache, so the trainer
+  compiles once per worker process, not once per task.
+* A task is a *streaming generator*: it yields ``(piece, records, params)`` for every piece it
+  finishes -- one for a cold unit, one per alpha step for a chain unit -- while the next piece
+  is being computed. The driver waits on all running tasks at once (``ray.wait``) and appends
+  each piece to the store the moment it arrives, then reports progress. So a chain's finished
+  steps are in the store even if the driver dies before the chain ends.
+* The driver passes each task the pieces of its unit that are already in the store and, for a
+  chain that stopped half-way, the parameters of the last finished step: a restarted driver
+  recomputes only what is missing (the run store is the single source of truth for resuming).
+
+Fault tolerance
+---------------
+* A worker killed mid-task: Ray retries the task (``max_retries``, system failures only; a
+  Python exception inside a task is not retried, it is reported). The retry starts again from
+  what the task was given (for a chain: the resume point at submission), recomputing the same
+  numbers; Ray does not redeliver items of a streaming task that were already received, and
+  the driver also skips any piece it has already written in this run, so nothing is written
+  twice. A unit that still fails after its retries is reported after the other units have been
+  drained into the store; rerunning the command resumes it.
+* The driver killed: every written piece is an atomically renamed file, so rerunning the same
+  command resumes from the store (as with the local engine).
+
+Numbers are the same as with the local engine: keys derive from seeds and grid indices only,
+and a worker runs exactly :func:`~phaseprobe.sweep.run.execute_unit`.
+
+Addresses
+---------
+``auto`` (the cluster in ``RAY_ADDRESS`` or the last one started on this machine with
+``ray start``), ``HOST:PORT`` (a cluster's GCS address) or ``local`` (start a private Ray
+instance in this process, ``num_cpus`` workers). The GCS port is probed with a plain socket
+connect before ``ray.init``, so an address that does not answer is a one-line error before
+any compute. An address on the loopback interface (127.0.0.1, localhost) keeps the driver on
+loopback too: such a cluster is one started bound to loopback (see :class:`LocalCluster`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from phaseprobe.errors import PhaseprobeError
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray keeps a node's address on loopback
+WORKER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+
+
+class EngineError(PhaseprobeError):
+    """An engine that cannot run as asked (address, installation, empty work)."""
+
+
+def _ray():
+    try:
+        import ray
+    except ModuleNotFoundError as e:  # pragma: no cover -- depends on the installation
+        if e.name == "ray":
+            raise EngineError("engine: Ray is not installed; pip install 'phaseprobe[ray]' (ray) or use --engine local") from None
+        raise
+    return ray
+
+
+def _is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _keep_on_loopback() -> None:
+    """Make Ray keep loopback addresses as they are (it otherwise rewrites 127.0.0.1 to the
+    machine's routable address, which a loopback-bound cluster does not listen on)."""
+    os.environ[_LOOPBACK_ENV] = "0"
+    if "ray" in sys.modules:
+        try:
+            from ray._private import ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        except Exception:  # noqa: BLE001 -- a Ray without this switch: nothing to do
+            pass
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``[v6]:PORT``) -> (host, port); a one-line error otherwise."""
+    a = str(address).strip()
+    for prefix in ("ray://", "gcs://"):
+        if a.startswith(prefix):
+            a = a[len(prefix):]
+    host, sep, port = a.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not (0 < int(port) < 65536):
+        raise EngineError(f"address: cannot read '{address}'; give auto, local or HOST:PORT (e.g. 127.0.0.1:6379)")
+    return host, int(port)
+
+
+def resolve_address(address: str, temp_dir: str | None = None) -> str:
+    """The ``HOST:PORT`` that ``auto`` stands for (RAY_ADDRESS, then the last ``ray start`` on
+    this machine), or ``address`` itself; a one-line error when there is none."""
+    if address != "auto":
+        return address
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if env and env != "auto":
+        return env
+    ray = _ray()
+    found = None
+    try:
+        from ray._private.services import find_bootstrap_address, find_gcs_addresses
+
+        found = find_bootstrap_address(temp_dir)
+        if found is None:
+            gcs = find_gcs_addresses()
+            found = next(iter(gcs)) if gcs else None
+    except ImportError:  # pragma: no cover -- a Ray that moved these helpers: read the file
+        base = temp_dir or os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray")
+        p = Path(base) / "ray_current_cluster"
+        found = p.read_text().strip() if p.exists() else None
+    del ray
+    if not found:
+        raise EngineError("address: 'auto' found no Ray cluster on this machine; start one with `ray start --head`, "
+                          "give --address HOST:PORT, or use --address local")
+    return found
+
+
+def probe_address(address: str, timeout: float = 2.0) -> tuple[str, int]:
+    """Connect to the GCS port once (``timeout`` seconds); a one-line error when nothing answers."""
+    host, port = parse_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        why = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__).lower()
+        raise EngineError(f"address: no Ray cluster answers at {host}:{port} ({why}); start one there "
+                          f"(`ray start --head --port {port}`), check --address, or use --address local") from None
+    return host, port
+
+
+# ---- worker side ---------------------------------------------------------------------------
+
+_CONTEXTS: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
+_CONTEXT_CACHE_SIZE = 4
+_END = object()
+
+
+def dataset_fingerprint(dataset) -> str:
+    """A digest of a dataset's arrays and labels (the key of a worker's context cache)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((dataset.name, dataset.n_classes, dataset.task, dataset.classes)).encode())
+    for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(repr((a.dtype.str, a.shape)).encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _worker_context(spec_dict: dict, data_box: list):
+    """The SweepContext for (spec, dataset), built once per worker process (LRU of a few)."""
+    from phaseprobe.sweep.spec import SweepSpec
+    from phaseprobe.sweep.run import SweepContext
+
+    spec = SweepSpec(**spec_dict)
+    fingerprint, data_ref = data_box
+    key = (spec.hash(), fingerprint)
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        ray = _ray()
+        ctx = SweepContext(spec, dataset=ray.get(data_ref))
+        _CONTEXTS[key] = ctx
+        while len(_CONTEXTS) > _CONTEXT_CACHE_SIZE:
+            _CONTEXTS.popitem(last=False)
+    else:
+        _CONTEXTS.move_to_end(key)
+    return ctx
+
+
+def unit_task(spec_dict: dict, data_box: list, unit, done: Sequence[str], resume: dict | None,
+              trace_dir: str | None = None):
+    """Run one unit on a worker; yield ``(piece, records, params)`` per finished piece.
+
+    ``data_box`` is ``[fingerprint, ObjectRef]`` (boxed, so the worker fetches the data only
+    when its context cache misses: the same spec on the same data reuses the compiled trainer
+    across tasks and sweeps). ``resume`` maps the chain piece to resume from to its parameters.
+    ``trace_dir``: append ``"<unit> <pid>"`` to ``tasks.log`` there when the task starts
+    (which worker process runs which unit; used to inspect or stop a worker).
+    """
+    from phaseprobe.sweep.run import execute_unit
+
+    if trace_dir:
+        fd = os.open(os.path.join(trace_dir, "tasks.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, f"{unit.uid} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+    ctx = _worker_context(spec_dict, data_box)
+    q: queue.Queue = queue.Queue()
+
+    def load_params(piece):
+        if not resume or piece not in resume:
+            raise RuntimeError(f"unit {unit.uid}: no parameters passed to resume from piece {piece}")
+        return resume[piece]
+
+    def work():
+        try:
+            execute_unit(ctx, unit, set(done), lambda p, df, params: q.put((p, df, params)), load_params)
+        except BaseException as e:  # noqa: BLE001 -- handed to the generator, re-raised there
+            q.put(e)
+        else:
+            q.put(_END)
+
+    t = threading.Thread(target=work, name=f"unit-{unit.uid}", daemon=True)
+    t.start()
+    while True:
+        item = q.get()
+        if item is _END:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    t.join()
+
+
+# ---- driver side ---------------------------------------------------------------------------
+
+class RayEngine:
+    """Run units as Ray tasks and stream their pieces into the store (see the module doc).
+
+    ``address``: ``auto``, ``HOST:PORT`` or ``local``. ``num_cpus``: workers of a ``local``
+    instance. ``cpus_per_task``: CPUs Ray reserves per unit. ``max_retries``: retries of a
+    task whose worker died. ``probe_timeout``: seconds to wait for the GCS port. ``trace_dir``:
+    a folder where each task logs ``"<unit> <pid>"`` when it starts. ``runtime_env``: extra
+    Ray runtime environment for the tasks (``env_vars`` are merged with ours).
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str = "auto", num_cpus: int | None = None, cpus_per_task: float = 1,
+                 max_retries: int = 3, probe_timeout: float = 2.0, trace_dir: str | Path | None = None,
+                 runtime_env: dict | None = None, temp_dir: str | None = None):
+        _ray()  # a clear error now when Ray is missing
+        self.address = (address or "auto").strip()
+        self.num_cpus = num_cpus
+        self.cpus_per_task = cpus_per_task
+        self.max_retries = int(max_retries)
+        self.trace_dir = str(trace_dir) if trace_dir else None
+        self.temp_dir = temp_dir
+        env = dict(runtime_env or {})
+        env["env_vars"] = {**WORKER_ENV, **env.get("env_vars", {})}
+        self.runtime_env = env
+        if self.address == "local":
+            self.resolved = None
+            _keep_on_loopback()
+        else:
+            self.resolved = resolve_address(self.address, temp_dir)
+            host, _ = probe_address(self.resolved, probe_timeout)
+            if _is_loopback(host):
+                _keep_on_loopback()
+        self.stats = {"written": 0, "duplicates_skipped": 0, "tasks": 0}
+
+    # -- connection --
+    def _connect(self) -> bool:
+        """ray.init unless this process is already connected; True when we connected."""
+        ray = _ray()
+        if ray.is_initialized():
+            return False
+        kw = dict(log_to_driver=False, logging_level=logging.WARNING)
+        if self.resolved is None:
+            ray.init(num_cpus=self.num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False, **kw)
+        else:
+            host, _ = parse_address(self.resolved)
+            if _is_loopback(host):
+                kw["_node_ip_address"] = "127.0.0.1"
+            ray.init(address=self.resolved, **kw)
+        return True
+
+    # -- engine interface --
+    def run(self, ctx, units: Sequence, store, on_runs: Callable[[int], None] | None = None) -> None:
+        """Run one sweep's units (the engine interface shared with the local engine)."""
+        from phaseprobe.sweep.driver import SweepJob
+
+        self.run_cells([SweepJob(spec=ctx.spec, store=store, units=list(units), dataset=ctx.dataset, ctx=ctx)], on_runs)
+
+    def run_cells(self, jobs: Sequence, on_runs: Callable[[int], None] | None = None) -> None:
+        """Run the units of several sweeps (the cells of a spec grid) as one stream of tasks.
+
+        Each job has ``spec``, ``dataset``, ``units`` and ``store``.
+        """
+        if not jobs or not any(j.units for j in jobs):
+            raise EngineError("grid: the spec has no work (empty alpha grid, no seeds or no cells); give alphas and seeds")
+        ray = _ray()
+        owns = self._connect()
+        try:
+            self._stream(ray, jobs, on_runs)
+        finally:
+            if owns:
+                ray.shutdown()
+
+    def _submit_all(self, ray, jobs):
+        task = ray.remote(unit_task).options(
+            num_cpus=self.cpus_per_task, max_retries=self.max_retries, num_returns="streaming",
+            runtime_env=self.runtime_env, name="phaseprobe-unit",
+        )
+        data_refs: dict[int, list] = {}
+        pending: dict = {}
+        for job in jobs:
+            done = job.store.done_pieces()
+            todo = [u for u in job.units if any(p not in done for p in u.pieces)]
+            if not todo:
+                continue
+            key = id(job.dataset)
+            if key not in data_refs:
+                data_refs[key] = [dataset_fingerprint(job.dataset), ray.put(job.dataset)]
+            spec_dict = job.spec.model_dump()
+            for u in todo:
+                unit_done = tuple(p for p in u.pieces if p in done)
+                resume = None
+                if u.kind == "chain":
+                    start = 0
+                    while start < len(u.steps) and u.steps[start][2] in done:
+                        start += 1
+                    if start > 0:
+                        prev = u.steps[start - 1][2]
+                        resume = {prev: job.store.load_params(prev)}
+                gen = task.remote(spec_dict, data_refs[key], u, unit_done, resume, self.trace_dir)
+                pending[gen] = (job, u, set())  # pieces written from this task in this run
+                self.stats["tasks"] += 1
+        return pending
+
+    def _stream(self, ray, jobs, on_runs):
+        pending = self._submit_all(ray, jobs)
+        failures: list[str] = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for gen in ready:
+                job, unit, written = pending[gen]
+                try:
+                    ref = next(gen)
+                    piece, df, params = ray.get(ref)
+                except StopIteration:
+                    del pending[gen]
+                    continue
+                except ray.exceptions.RayError as e:
+                    failures.append(f"{job.store.root.name}/{unit.uid}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
+                    del pending[gen]
+                    continue
+                if piece in written:
+                    self.stats["duplicates_skipped"] += 1
+                    continue
+                job.store.write_piece(piece, df, params)
+                written.add(piece)
+                self.stats["written"] += 1
+                if on_runs:
+                    on_runs(unit.n_runs if unit.kind == "cold" else len(unit.seeds))
+        if failures:
+            raise RuntimeError(f"{len(failures)} unit(s) failed after {self.max_retries} retries "
+                               f"(finished pieces are in the store; rerun the same command to resume): " + "; ".join(failures))
+
+
+# ---- a private Ray cluster on this machine, bound to loopback --------------------------------
+
+def _free_port_block(n: int = 70) -> int:
+    """A base port p with p..p+n-1 all free on 127.0.0.1 (best effort)."""
+    for _ in range(50):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        base = s.getsockname()[1]
+        s.close()
+        base = min(base, 65535 - n)
+        ok = True
+        for p in range(base, base + n):
+            t = socket.socket()
+            try:
+                t.bind(("127.0.0.1", p))
+            except OSError:
+                ok = False
+                break
+            finally:
+                t.close()
+        if ok:
+            return base
+    raise RuntimeError("no block of free ports on 127.0.0.1")
+
+
+class LocalCluster:
+    """A Ray head node on this machine bound to 127.0.0.1 (``ray start --head --block``),
+    for tests, benchmarks and single-machine runs. ``with LocalCluster(num_cpus=2) as c:``
+    gives ``c.address``; leaving the block stops every process of the cluster (they share
+    the session that ``ray start`` opens) and nothing else. ``env``: extra environment for the
+    cluster's processes and workers (e.g. ``JAX_COMPILATION_CACHE_DIR``).
+    """
+
+    def __init__(self, num_cpus: int = 2, port: int | None = None, temp_dir: str | None = None,
+                 start_timeout: float = 120.0, env: dict | None = None):
+        self.num_cpus = int(num_cpus)
+        self.env = dict(env or {})
+        self.port = port or _free_port_block()
+        self.temp_dir = temp_dir
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen | None = None
+        self.address = f"127.0.0.1:{self.port}"
+
+    def start(self) -> "LocalCluster":
+        import tempfile
+
+        if self.temp_dir is None:
+            self.temp_dir = tempfile.mkdtemp(prefix="ppray-", dir="/tmp")  # short: Ray's socket paths
+        p = self.port
+        ray_bin = str(Path(sys.executable).with_name("ray"))
+        cmd = [ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(p),
+               "--num-cpus", str(self.num_cpus), "--temp-dir", self.temp_dir, "--include-dashboard", "false",
+               "--disable-usage-stats", "--dashboard-agent-listen-port", str(p + 2), "--dashboard-agent-grpc-port", str(p + 3),
+               "--runtime-env-agent-port", str(p + 4), "--metrics-export-port", str(p + 5), "--node-manager-port", str(p + 6),
+               "--object-manager-port", str(p + 7), "--min-worker-port", str(p + 10), "--max-worker-port", str(p + 69)]
+        env = {**os.environ, **self.env, _LOOPBACK_ENV: "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        self.log = open(Path(self.temp_dir) / "ray-start.log", "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        marker = Path(self.temp_dir) / "ray_current_cluster"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < self.start_timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}; see {self.log.name}")
+            if marker.exists() and "Ray runtime started" in Path(self.log.name).read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        else:
+            self.stop()
+            raise RuntimeError(f"the Ray head did not start in {self.start_timeout:.0f} s; see {self.log.name}")
+        _keep_on_loopback()
+        return self
+
+    def _session_pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        sid = self.proc.pid
+        out = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":  # fields: state ppid pgrp session ...
+                out.append(int(d.name))
+        return out
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self._session_pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            t0 = time.monotonic()
+            while self._session_pids() and time.monotonic() - t0 < grace:
+                time.sleep(0.2)
+            if not self._session_pids():
+                break
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log.close()
+        self.proc = None
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
