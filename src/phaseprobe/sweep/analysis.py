@@ -14,7 +14,7 @@ Definitions (all on the *final* record of every (branch, alpha, seed) training):
   the hysteresis area over the event's window is positive (more than half a grid cell of
   ``min_jump``; a jump whose branches coincide is labelled ``jump-no-loop``); otherwise
   *continuous* (spread over several grid steps: a kink where it starts, ``alpha_kink``).
-  ``||w||^2`` is detected in log10 (floored five decades below its largest value) but its jump
+  ``||w||^2`` is detected in log10 (floored four decades below its largest value) but its jump
   fraction is read on the linear scale (in log10 an order parameter that vanishes continuously
   also ends in a steep drop); a jump by decades (log-scale fraction >= 0.6) inside a hysteresis
   loop of positive area is first order as well (the coexisting branches are the discontinuity).
@@ -218,10 +218,10 @@ def find_transitions(
     tables = {b: branch_table(df, b, col) for b in branches}
     raw_tables = tables
     if observable == "w_sq":  # ||w||^2 spans decades (the trivial phase is ~0): detect in log10
-        # floored five decades below the largest ||w||^2 of the run: the optimiser's jitter around
-        # w = 0 (factors of a few at ~1e-5 with Adam) is not a transition
+        # floored four decades below the largest ||w||^2 of the run: the optimiser's jitter around
+        # w = 0 (factors of a few, 1e-6 to 1e-4 of the learned ||w||^2 with Adam) is not a transition
         top = max([float(np.nanmax(v)) for _, v, _ in tables.values() if np.isfinite(v).any()] + [0.0])
-        floor = max(1e-5 * top, 1e-12)
+        floor = max(1e-4 * top, 1e-12)
         tables = {b: (a, np.log10(np.maximum(v, 0) + floor), s) for b, (a, v, s) in tables.items()}
     loss_tables = {b: branch_table(df, b, "loss") for b in branches}
     found: list[Transition] = []
