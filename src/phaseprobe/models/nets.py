@@ -27,6 +27,23 @@ ACTIVATIONS: dict[str, Callable] = {
 INIT_SCHEMES = ("torch", "lecun", "he", "gaussian")
 
 
+def _check_dim(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ModelError(f"{name}: must be a positive integer, got {value!r}")
+
+
+def _check_init(init: str, sigma, init_scale) -> None:
+    """Init scheme, sigma and init_scale checked before any layer is built."""
+    if init not in INIT_SCHEMES:
+        raise ModelError(f"init: unknown scheme '{init}'; use one of {', '.join(INIT_SCHEMES)}")
+    if sigma is not None and not (math.isfinite(float(sigma)) and float(sigma) > 0):
+        raise ModelError(f"sigma: must be a positive number, got {sigma}")
+    if init == "gaussian" and sigma is None:
+        raise ModelError("sigma: the 'gaussian' init needs sigma > 0; pass sigma=...")
+    if not (math.isfinite(float(init_scale)) and float(init_scale) > 0):
+        raise ModelError(f"init_scale: must be a positive number, got {init_scale}")
+
+
 def _init_linear(layer, key, scheme: str, sigma: float | None):
     """Re-initialise an eqx Linear or Conv layer's weight and bias by ``scheme``."""
     w = layer.weight
@@ -83,12 +100,14 @@ class MLP(eqx.Module):
         *,
         key,
     ):
-        if depth < 0:
-            raise ModelError(f"depth: must be >= 0 hidden layers, got {depth}")
-        if width <= 0:
-            raise ModelError(f"width: must be a positive integer, got {width}")
+        _check_dim("in_dim", in_dim)
+        _check_dim("out_dim", out_dim)
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
+            raise ModelError(f"depth: must be an integer >= 0 (hidden layers), got {depth!r}")
+        _check_dim("width", width)
         if activation not in ACTIVATIONS:
             raise ModelError(f"activation: unknown '{activation}'; use one of {', '.join(ACTIVATIONS)}")
+        _check_init(init, sigma, init_scale)
         dims = [in_dim] + [width] * depth + [out_dim]
         keys = jax.random.split(key, 2 * len(dims))
         layers = []
@@ -135,14 +154,19 @@ class DeepLinear(eqx.Module):
         *,
         key,
     ):
-        if depth < 1:
-            raise ModelError(f"depth: a deep linear net needs depth >= 1 weight matrices, got {depth}")
-        if width <= 0:
-            raise ModelError(f"width: must be a positive integer, got {width}")
+        _check_dim("in_dim", in_dim)
+        _check_dim("out_dim", out_dim)
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+            raise ModelError(f"depth: a deep linear net needs depth >= 1 weight matrices, got {depth!r}")
+        _check_dim("width", width)
         if sigma is None:
             if gamma is None:
                 raise ModelError("gamma: give gamma (sigma^2 = width^-gamma) or sigma")
+            if not math.isfinite(float(gamma)):
+                raise ModelError(f"gamma: must be a finite number, got {gamma}")
             sigma = float(width) ** (-float(gamma) / 2.0)
+        elif not (math.isfinite(float(sigma)) and float(sigma) > 0):
+            raise ModelError(f"sigma: must be a positive number, got {sigma}")
         dims = [in_dim] + [width] * (depth - 1) + [out_dim]
         keys = jax.random.split(key, depth)
         self.weights = tuple(
@@ -189,7 +213,15 @@ class ConvNet(eqx.Module):
             raise ModelError(f"input: the conv net needs image inputs (C,H,W) or (H,W), got shape {tuple(in_shape)}; use --model mlp for flat data")
         if activation not in ACTIVATIONS:
             raise ModelError(f"activation: unknown '{activation}'; use one of {', '.join(ACTIVATIONS)}")
+        _check_dim("out_dim", out_dim)
+        if len(channels) == 0:
+            raise ModelError("channels: give at least one conv block, e.g. channels=(16, 32)")
+        for ch in channels:
+            _check_dim("channels", ch)
+        _check_init(init, sigma, init_scale)
         c, h, w = in_shape
+        if min(h, w) < 2 ** len(channels):
+            raise ModelError(f"channels: {len(channels)} conv blocks halve the {h}x{w} input to nothing; use at most {int(math.log2(max(min(h, w), 1)))} blocks")
         keys = jax.random.split(key, 2 * len(channels) + 2)
         convs = []
         for i, ch in enumerate(channels):

@@ -75,6 +75,14 @@ class TrainConfig:
     eval_batch: int = 8192
 
     def validate(self) -> "TrainConfig":
+        for name in ("batch_size", "epochs", "patience", "eval_batch"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise TrainError(f"{name}: must be an integer, got {v!r}")
+        for name in ("lr", "momentum", "b1", "b2", "eps", "min_delta", "grad_tol"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))):
+                raise TrainError(f"{name}: must be a number, got {v!r}")
         if self.loss not in LOSSES:
             raise TrainError(f"loss: unknown '{self.loss}'; use one of {', '.join(LOSSES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -89,6 +97,18 @@ class TrainConfig:
             raise TrainError(f"penalty_on: unknown '{self.penalty_on}'; use 'all' or 'weights'")
         if self.patience is not None and self.patience < 1:
             raise TrainError(f"patience: must be >= 1 epoch (or None to disable), got {self.patience}")
+        if not (0.0 <= self.momentum < 1.0):
+            raise TrainError(f"momentum: must be in [0, 1), got {self.momentum}")
+        if not (0.0 <= self.b1 < 1.0) or not (0.0 <= self.b2 < 1.0):
+            raise TrainError(f"b1, b2: Adam's decay rates must be in [0, 1), got b1={self.b1}, b2={self.b2}")
+        if not (self.eps > 0 and math.isfinite(self.eps)):
+            raise TrainError(f"eps: must be a positive number, got {self.eps}")
+        if not (self.min_delta >= 0 and math.isfinite(self.min_delta)):
+            raise TrainError(f"min_delta: must be a finite number >= 0, got {self.min_delta}")
+        if self.grad_tol is not None and not (self.grad_tol > 0 and math.isfinite(self.grad_tol)):
+            raise TrainError(f"grad_tol: must be a positive number (or None to disable), got {self.grad_tol}")
+        if self.eval_batch <= 0:
+            raise TrainError(f"eval_batch: must be a positive integer, got {self.eval_batch}")
         return self
 
 
@@ -106,6 +126,12 @@ class TrainState(eqx.Module):
     epochs: jax.Array
     last_err: jax.Array
     last_gnorm: jax.Array
+    epoch_offset: jax.Array = None  # epochs trained before this call (shuffle keys continue from it)
+
+    @property
+    def total_epochs(self):
+        """Epochs trained in all, this call's plus the ``epoch_offset`` it continued from."""
+        return self.epochs + self.epoch_offset
 
 
 @dataclass
@@ -122,6 +148,14 @@ class TrainResult:
 
     def stop_reasons(self) -> list[str]:
         return [STOP_NAMES[int(r)] for r in np.asarray(self.state.reason)]
+
+
+def _per_member(name, value, k, dtype):
+    """A scalar or a (K,) array of per-member values as a (K,) array, or a one-line TrainError."""
+    a = jnp.asarray(value, dtype)
+    if a.ndim > 1 or (a.ndim == 1 and a.shape[0] not in (1, k)):
+        raise TrainError(f"{name}: give one value or one per member ({k}), got shape {tuple(a.shape)}")
+    return jnp.broadcast_to(a, (k,))
 
 
 def _tree_where(cond, new, old):
@@ -155,8 +189,8 @@ class Trainer:
         self.mask = penalty_mask(model_like, config.penalty_on)
         self.data = data
         self.classification = data.task == "classification"
-        if self.classification and config.loss != "ce" and config.loss != "mse":
-            raise TrainError(f"loss: unknown '{config.loss}'")
+        if not self.classification and config.loss == "ce":
+            raise TrainError(f"loss: 'ce' needs class labels but dataset '{data.name}' is a regression task; use loss='mse'")
         self.n_classes = int(data.n_classes) if self.classification else 0
         self.x_train = jnp.asarray(data.x_train)
         self.y_train = jnp.asarray(data.y_train)
@@ -165,13 +199,38 @@ class Trainer:
         n = int(self.x_train.shape[0])
         if n == 0:
             raise TrainError("data: the training set is empty; check the dataset options (classes, n_train)")
+        self._check_model(model_like, data)
         full = config.batch_size is None or config.optimizer == "gd" or config.batch_size >= n
         self.batch = n if full else int(config.batch_size)
         self.steps_per_epoch = 1 if full else int(math.ceil(n / self.batch))
         self.full_batch = full
         self.n_train = n
         self._run = jax.jit(self._run_epochs)
-        self._eval = jax.jit(self._eval_chunk)
+        self._eval = jax.jit(self._eval_chunk, static_argnames=("with_grad",))
+
+    def _check_model(self, model_like, data):
+        """Fail before any compute when the model does not fit the data (shapes only)."""
+        params = eqx.filter(model_like, eqx.is_inexact_array)
+        x1 = jax.ShapeDtypeStruct((1,) + tuple(self.x_train.shape[1:]), self.x_train.dtype)
+
+        def stacked(p, x):
+            return jax.vmap(lambda pp: jax.vmap(self._model(pp))(x))(p)[0]
+
+        def single(p, x):
+            return jax.vmap(self._model(p))(x)
+
+        want = (1, data.output_dim)
+        shapes = []
+        for f in (stacked, single):  # a stacked ensemble, or one member
+            try:
+                shapes.append(tuple(jax.eval_shape(f, params, x1).shape))
+            except Exception:  # noqa: BLE001 -- shape errors come in many types; reported below
+                continue
+        if want in shapes:
+            return
+        if not shapes:
+            raise TrainError(f"model: does not accept the dataset's inputs of shape {tuple(self.x_train.shape[1:])}; build it with that input shape")
+        raise TrainError(f"model: outputs shape {shapes[0][1:]} per example but dataset '{data.name}' needs ({want[1]},); build it with out_dim={want[1]}")
 
     # ---- losses -------------------------------------------------------------------------
     def _model(self, params):
@@ -195,7 +254,7 @@ class Trainer:
         return err + pen, err
 
     # ---- optimiser (built inside the traced function: lr and alpha are data) -------------
-    def _optimizer(self, lr, alpha):
+    def _optimizer(self, lr, alpha, ref=None):
         c = self.config
         if c.optimizer in ("sgd", "gd"):
             return optax.sgd(lr)
@@ -203,25 +262,46 @@ class Trainer:
             return optax.sgd(lr, momentum=c.momentum)
         if c.optimizer == "adam":
             return optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps)
-        # adamw: decoupled decay beta = 2 alpha on the penalised leaves
+        # adamw: decoupled decay beta = 2 alpha on the penalised leaves, toward ref (default 0):
+        # optax.adamw's chain with add_decayed_weights generalised to a centre w_ref
         return optax.chain(
             optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps),
-            optax.add_decayed_weights(2.0 * alpha, mask=jax.tree_util.tree_map(lambda m: m > 0, self.mask)),
+            self._decay_toward(2.0 * alpha, ref),
             optax.scale_by_learning_rate(lr),
         )
+
+    def _decay_toward(self, rate, ref):
+        """``u <- u + rate * mask * (w - w_ref)``: optax.add_decayed_weights with a centre."""
+        mask = self.mask
+
+        def init(params):
+            return optax.EmptyState()
+
+        def update(updates, state, params):
+            diff = params if ref is None else jax.tree_util.tree_map(jnp.subtract, params, ref)
+            new = jax.tree_util.tree_map(lambda u, d, m: u + (rate * m) * d if m else u, updates, diff, mask)
+            return new, state
+
+        return optax.GradientTransformation(init, update)
 
     def init_opt_state(self, params, lr, alpha):
         def one(p, l, a):
             return self._optimizer(l, a).init(p)
         return jax.vmap(one)(params, lr, alpha)
 
+    def _reg_grad(self, g, params, alpha, ref):
+        """Gradient of E + alpha*||w - w_ref||^2 from the gradient of E alone (adamw's steps)."""
+        diff = params if ref is None else jax.tree_util.tree_map(jnp.subtract, params, ref)
+        return jax.tree_util.tree_map(lambda a, d, m: a + (2.0 * alpha * m) * d if m else a, g, diff, self.mask)
+
     # ---- one member, one epoch -------------------------------------------------------------
-    def _member_epoch(self, params, opt_state, key, epoch, alpha, lr, ref, st):
+    def _member_epoch(self, params, opt_state, key, epoch, alpha, lr, ref, st, x_train, y_train):
         c = self.config
-        opt = self._optimizer(lr, alpha)
+        opt = self._optimizer(lr, alpha, ref)
         n, b, spe = self.n_train, self.batch, self.steps_per_epoch
         if self.full_batch:
-            idx = jnp.arange(n)[None, :]
+            # the whole training set, shared by every member: no gather, no copy
+            idx = jnp.zeros((1,), jnp.int32)
             wts = jnp.ones((1, n), jnp.float32)
         else:
             perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
@@ -235,9 +315,14 @@ class Trainer:
         def step(carry, iw):
             p, o, active, diverged, err_sum, gsq = carry
             i, w = iw
-            xb = self.x_train[i]
-            yb = self.y_train[i]
+            if self.full_batch:
+                xb, yb = x_train, y_train
+            else:
+                # each member gathers its own minibatch: (b, d) per member, never a copy of the data
+                xb = x_train[i]
+                yb = y_train[i]
             (loss, err), g = grad_fn(p, xb, yb, w, alpha, ref)
+            gsq_new = _sqnorm(self._reg_grad(g, p, alpha, ref) if c.optimizer == "adamw" else g)
             upd, o_new = opt.update(g, o, p)
             p_new = optax.apply_updates(p, upd)
             finite = jnp.isfinite(loss) & _all_finite(p_new)
@@ -246,20 +331,23 @@ class Trainer:
             o = _tree_where(ok, o_new, o)
             diverged = diverged | (active & ~finite)
             active = ok
-            return (p, o, active, diverged, err_sum + err, _sqnorm(g)), None
+            return (p, o, active, diverged, err_sum + err, gsq_new), None
 
         carry0 = (params, opt_state, active0, diverged0, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
         (p, o, active, diverged, err_sum, gsq), _ = jax.lax.scan(step, carry0, (idx, wts))
         return p, o, active, diverged, err_sum / spe, jnp.sqrt(gsq)
 
-    def _run_epochs(self, state: TrainState, n_epochs, max_epochs, alpha, lr, ref):
+    def _run_epochs(self, state: TrainState, n_epochs, max_epochs, alpha, lr, ref, x_train, y_train):
+        """``n_epochs`` epochs of every member. The data are arguments (one device buffer shared by
+        all members and all calls), not constants folded into the compiled program."""
         c = self.config
         ref_axis = None if ref is None else 0
 
         def epoch_body(_, s: TrainState):
             p, o, active, diverged, err, gnorm = jax.vmap(
-                self._member_epoch, in_axes=(0, 0, 0, 0, 0, 0, ref_axis, 0)
-            )(s.params, s.opt_state, s.key, s.epochs, alpha, lr, ref, (s.active, s.diverged))
+                self._member_epoch, in_axes=(0, 0, 0, 0, 0, 0, ref_axis, 0, None, None)
+            )(s.params, s.opt_state, s.key, s.epoch_offset + s.epochs, alpha, lr, ref, (s.active, s.diverged),
+              x_train, y_train)
             ran = s.active
             epochs = s.epochs + ran.astype(s.epochs.dtype)
             improved = err < s.best - c.min_delta
@@ -283,42 +371,58 @@ class Trainer:
                 params=p, opt_state=o, key=s.key, active=still, diverged=diverged, reason=reason,
                 best=best, bad=bad, epochs=epochs,
                 last_err=jnp.where(ran, err, s.last_err), last_gnorm=jnp.where(ran, gnorm, s.last_gnorm),
+                epoch_offset=s.epoch_offset,
             )
 
         return jax.lax.fori_loop(0, n_epochs, epoch_body, state)
 
     # ---- evaluation ------------------------------------------------------------------------
-    def _eval_chunk(self, params, alpha, ref, x, y, w):
-        """Sums over one data chunk for every member: error, correct, per-class, grad of E."""
+    def _eval_chunk(self, params, alpha, ref, x, y, w, with_grad=True):
+        """Sums over one data chunk for every member: error, correct, per-class, grad of E.
+
+        ``with_grad=False`` (the test split) skips the backward pass and returns ``g=None``.
+        """
 
         def one(p, a, r):
             def err_sum(p):
                 e, out = self._per_example_error(p, x, y)
                 return jnp.sum(w * e), out
-            (es, out), g = jax.value_and_grad(err_sum, has_aux=True)(p)
+            if with_grad:
+                (es, out), g = jax.value_and_grad(err_sum, has_aux=True)(p)
+            else:
+                (es, out), g = err_sum(p), None
             if self.classification:
                 correct = (jnp.argmax(out, -1) == y).astype(jnp.float32) * w
                 onehot = jax.nn.one_hot(y, self.n_classes) * w[:, None]
                 per_class = onehot.T @ correct
-                counts = jnp.sum(onehot, 0)
+                predicted = jnp.sum(jax.nn.one_hot(jnp.argmax(out, -1), self.n_classes) * w[:, None], 0)
+                counts = jnp.stack([jnp.sum(onehot, 0), predicted])  # (2, C): true, predicted
             else:
                 correct = jnp.zeros_like(w)
                 per_class = jnp.zeros((1,))
-                counts = jnp.zeros((1,))
+                counts = jnp.zeros((2, 1))
             return es, jnp.sum(correct), per_class, counts, g
 
         ref_axis = None if ref is None else 0
         return jax.vmap(one, in_axes=(0, 0, ref_axis))(params, alpha, ref)
 
     def evaluate(self, params, alpha, ref=None, *, grad: bool = True) -> dict[str, np.ndarray]:
-        """Full-pass metrics for every member (numpy arrays with a leading member axis)."""
+        """Full-pass metrics for every member (numpy arrays with a leading member axis).
+
+        ``grad=False`` skips the full-batch gradient (no ``grad_norm``/``grad_norm_E`` keys).
+        """
         out = {}
         alpha = jnp.asarray(alpha, jnp.float32)
+        params = eqx.filter(params, eqx.is_inexact_array)
+        ref = None if ref is None else eqx.filter(ref, eqx.is_inexact_array)
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             n = int(x.shape[0])
             if n == 0:
                 continue
-            cb = min(self.config.eval_batch, n)
+            with_grad = grad and split == "train"
+            # equal chunks of at most eval_batch rows: the padding is under one row per chunk
+            n_chunks = -(-n // self.config.eval_batch)
+            cb = -(-n // n_chunks)
             es = cor = 0.0
             pc = cnt = gsum = None
             for start in range(0, n, cb):
@@ -330,35 +434,88 @@ class Trainer:
                     xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
                     ys = jnp.concatenate([ys, jnp.zeros((pad,) + ys.shape[1:], ys.dtype)])
                     w = w.at[m:].set(0.0)
-                e, c_, p_, n_, g = self._eval(params, alpha, ref, xs, ys, w)
+                e, c_, p_, n_, g = self._eval(params, alpha, ref, xs, ys, w, with_grad=with_grad)
                 es = es + e
                 cor = cor + c_
                 pc = p_ if pc is None else pc + p_
                 cnt = n_ if cnt is None else cnt + n_
-                if split == "train":
+                if with_grad:
                     gsum = g if gsum is None else jax.tree_util.tree_map(jnp.add, gsum, g)
             err = np.asarray(es) / n
             out[f"{split}_error"] = err
             if self.classification:
                 out[f"{split}_acc"] = np.asarray(cor) / n
-                out[f"{split}_class_acc"] = np.asarray(pc) / np.maximum(np.asarray(cnt), 1)
+                cnt_np = np.asarray(cnt)
+                out[f"{split}_class_acc"] = np.asarray(pc) / np.maximum(cnt_np[:, 0], 1)  # recall per class
+                out[f"{split}_class_prec"] = np.asarray(pc) / np.maximum(cnt_np[:, 1], 1)  # precision per class
             if split == "train":
-                ge = jax.tree_util.tree_map(lambda t: t / n, gsum)
                 pen = jax.vmap(self.penalty, in_axes=(0, None if ref is None else 0))(params, ref)
                 out["penalty_sq"] = np.asarray(pen)
                 out["w_sq"] = np.asarray(jax.vmap(_sqnorm)(params))
                 out["loss"] = err + np.asarray(alpha) * np.asarray(pen)
+            if with_grad:
+                ge = jax.tree_util.tree_map(lambda t: t / n, gsum)
                 out["grad_norm_E"] = np.asarray(jax.vmap(_sqnorm)(ge)) ** 0.5
-                if self.config.optimizer != "adamw":
-                    diff = params if ref is None else jax.tree_util.tree_map(jnp.subtract, params, ref)
-                    gl = jax.tree_util.tree_map(
-                        lambda a, b, m: a + 2.0 * alpha.reshape((-1,) + (1,) * (a.ndim - 1)) * m * b,
-                        ge, diff, jax.tree_util.tree_map(lambda m: jnp.asarray(m), self.mask),
-                    )
-                    out["grad_norm"] = np.asarray(jax.vmap(_sqnorm)(gl)) ** 0.5
-                else:
-                    out["grad_norm"] = out["grad_norm_E"]
+                # gradient of the regularised loss E + alpha*||w - w_ref||^2 (for adamw too: its
+                # records report alpha = beta/2, the loss a coupled decay of the same beta minimises)
+                gl = jax.vmap(self._reg_grad, in_axes=(0, 0, 0, None if ref is None else 0))(ge, params, alpha, ref)
+                out["grad_norm"] = np.asarray(jax.vmap(_sqnorm)(gl)) ** 0.5
         return out
+
+    def _record(self, state: TrainState, alpha, ref, stop: int) -> dict:
+        rec = self.evaluate(state.params, alpha, ref)
+        epochs = np.asarray(state.epochs)
+        rec["epoch"] = epochs
+        rec["total_epoch"] = epochs + np.asarray(state.epoch_offset)
+        rec["step"] = epochs * self.steps_per_epoch
+        rec["record_epoch"] = stop
+        rec["diverged"] = np.asarray(state.diverged)
+        rec["active"] = np.asarray(state.active)
+        rec["reason"] = np.asarray(state.reason)
+        rec["last_epoch_error"] = np.asarray(state.last_err)
+        return rec
+
+    def _prepare(self, model, alpha, *, key, lr=None, ref=None, opt_state=None, epoch_offset=0, epochs=None):
+        """Check a request (one-line TrainError before any compute) and build the start state."""
+        c = self.config
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        k = int(jax.tree_util.tree_leaves(params)[0].shape[0])
+        alpha = _per_member("alpha", alpha, k, jnp.float32)
+        if np.any(np.asarray(alpha) < 0) or not np.all(np.isfinite(np.asarray(alpha))):
+            raise TrainError("alpha: every L2 strength must be finite and >= 0")
+        lr = _per_member("lr", c.lr if lr is None else lr, k, jnp.float32)
+        if not np.all(np.asarray(lr) > 0) or not np.all(np.isfinite(np.asarray(lr))):
+            raise TrainError("lr: every learning rate must be a positive finite number")
+        epoch_offset = _per_member("epoch_offset", epoch_offset, k, jnp.int32)
+        if np.any(np.asarray(epoch_offset) < 0):
+            raise TrainError("epoch_offset: must be >= 0 (the epochs already trained)")
+        key = jnp.asarray(key)
+        if key.ndim == 1 or (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 0):
+            key = jax.random.split(key, k)
+        if key.shape[0] != k:
+            raise TrainError(f"key: give one key or one per member ({k}), got {key.shape[0]}")
+        if ref is not None:
+            ref = eqx.filter(ref, eqx.is_inexact_array)
+            if jax.tree_util.tree_structure(ref) != jax.tree_util.tree_structure(params) or any(
+                a.shape != b.shape for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(params))
+            ):
+                raise TrainError("ref: must be a stacked model (or its parameters) of the same architecture and member count")
+        max_epochs = c.epochs if epochs is None else int(epochs)
+        if max_epochs < 0:
+            raise TrainError(f"epochs: must be >= 0, got {max_epochs}")
+        if opt_state is None:
+            opt_state = self.init_opt_state(params, lr, alpha)
+        inf = jnp.full((k,), jnp.inf, jnp.float32)
+        state = TrainState(
+            params=params, opt_state=opt_state, key=key,
+            active=jnp.ones((k,), bool) if max_epochs > 0 else jnp.zeros((k,), bool),
+            diverged=jnp.zeros((k,), bool),
+            reason=jnp.full((k,), RUNNING if max_epochs > 0 else STOP_MAX_EPOCHS, jnp.int32),
+            best=inf, bad=jnp.zeros((k,), jnp.int32), epochs=jnp.zeros((k,), jnp.int32),
+            last_err=jnp.full((k,), jnp.nan, jnp.float32), last_gnorm=jnp.full((k,), jnp.nan, jnp.float32),
+            epoch_offset=epoch_offset,
+        )
+        return state, static, alpha, lr, ref, max_epochs
 
     # ---- the public entry -------------------------------------------------------------------
     def train(
@@ -370,6 +527,7 @@ class Trainer:
         lr=None,
         ref=None,
         opt_state=None,
+        epoch_offset=0,
         epochs: int | None = None,
         record_at: Sequence[int] | None = None,
         chunk_epochs: int | None = None,
@@ -380,32 +538,17 @@ class Trainer:
 
         ``alpha`` (K,) canonical L2 strengths; ``key`` (K, 2) or one key split into K; ``lr``
         per member or the config's; ``ref`` a stacked parameter pytree (the penalty's centre,
-        default 0); ``opt_state`` carried optimiser state (default: fresh). ``record_at`` lists
+        default 0); ``opt_state`` carried optimiser state (default: fresh). ``epoch_offset`` (int
+        or (K,)) is the number of epochs already trained: epoch e of this call shuffles with
+        ``fold_in(key, epoch_offset + e)``, so a warm start with the carried ``opt_state``, the
+        same keys and ``epoch_offset=previous.state.total_epochs`` continues exactly where one
+        longer run would be. ``record_at`` lists
         epoch counts at which to evaluate (the final state is always recorded); records are
         dicts of per-member arrays with ``epoch`` added. ``on_progress(done, total, n_active)``
         is called after every chunk.
         """
-        c = self.config
-        params, static = eqx.partition(model, eqx.is_inexact_array)
-        k = int(jax.tree_util.tree_leaves(params)[0].shape[0])
-        alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (k,))
-        if np.any(np.asarray(alpha) < 0) or not np.all(np.isfinite(np.asarray(alpha))):
-            raise TrainError("alpha: every L2 strength must be finite and >= 0")
-        lr = jnp.broadcast_to(jnp.asarray(c.lr if lr is None else lr, jnp.float32), (k,))
-        key = jnp.asarray(key)
-        if key.ndim == 1 or (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 0):
-            key = jax.random.split(key, k)
-        if opt_state is None:
-            opt_state = self.init_opt_state(params, lr, alpha)
-        max_epochs = c.epochs if epochs is None else int(epochs)
-        inf = jnp.full((k,), jnp.inf, jnp.float32)
-        state = TrainState(
-            params=params, opt_state=opt_state, key=key,
-            active=jnp.ones((k,), bool) if max_epochs > 0 else jnp.zeros((k,), bool),
-            diverged=jnp.zeros((k,), bool),
-            reason=jnp.full((k,), RUNNING if max_epochs > 0 else STOP_MAX_EPOCHS, jnp.int32),
-            best=inf, bad=jnp.zeros((k,), jnp.int32), epochs=jnp.zeros((k,), jnp.int32),
-            last_err=jnp.full((k,), jnp.nan, jnp.float32), last_gnorm=jnp.full((k,), jnp.nan, jnp.float32),
+        state, static, alpha, lr, ref, max_epochs = self._prepare(
+            model, alpha, key=key, lr=lr, ref=ref, opt_state=opt_state, epoch_offset=epoch_offset, epochs=epochs
         )
         marks = sorted({int(e) for e in (record_at or []) if 0 <= int(e) <= max_epochs} | {max_epochs})
         if chunk_epochs is not None and chunk_epochs > 0:
@@ -419,31 +562,21 @@ class Trainer:
         for stop in stops:
             n = stop - done
             if n > 0 and bool(jnp.any(state.active)):
-                state = self._run(state, jnp.asarray(n, jnp.int32), jnp.asarray(max_epochs, jnp.int32), alpha, lr, ref)
+                state = self._run(state, jnp.asarray(n, jnp.int32), jnp.asarray(max_epochs, jnp.int32), alpha, lr, ref,
+                                  self.x_train, self.y_train)
             done = stop
             n_active = int(jnp.sum(state.active))
             if on_progress is not None:
                 on_progress(done, max_epochs, n_active)
             if stop in record_set:
-                rec = self.evaluate(state.params, alpha, ref)
-                rec["epoch"] = np.asarray(state.epochs)
-                rec["step"] = np.asarray(state.epochs) * self.steps_per_epoch
-                rec["record_epoch"] = stop
-                rec["diverged"] = np.asarray(state.diverged)
-                rec["active"] = np.asarray(state.active)
-                rec["reason"] = np.asarray(state.reason)
-                rec["last_epoch_error"] = np.asarray(state.last_err)
+                rec = self._record(state, alpha, ref, stop)
                 records.append(rec)
                 if on_record is not None:
                     on_record(stop, rec)
             if n_active == 0 and stop < max_epochs:
                 # every member stopped: still emit the final record once
                 if max_epochs not in {r["record_epoch"] for r in records}:
-                    rec = self.evaluate(state.params, alpha, ref)
-                    rec.update(epoch=np.asarray(state.epochs), step=np.asarray(state.epochs) * self.steps_per_epoch,
-                               record_epoch=max_epochs, diverged=np.asarray(state.diverged),
-                               active=np.asarray(state.active), reason=np.asarray(state.reason),
-                               last_epoch_error=np.asarray(state.last_err))
+                    rec = self._record(state, alpha, ref, max_epochs)
                     records.append(rec)
                     if on_record is not None:
                         on_record(max_epochs, rec)
@@ -451,6 +584,47 @@ class Trainer:
                     on_progress(max_epochs, max_epochs, 0)
                 break
         return TrainResult(model=eqx.combine(state.params, static), state=state, records=records)
+
+    def advance(self, model, epochs: int, *, lr, alpha=0.0, key=None, ref=None, opt_state=None):
+        """Run ``epochs`` epochs of every member: no evaluation, no records, one compiled call.
+
+        For callers that measure the model themselves between calls (an integrator choosing each
+        member's learning rate from the state, say). The update is :meth:`train`'s (per-member
+        ``lr`` and ``alpha``, the config's stopping rules, NaN/inf members keep their last finite
+        parameters); ``lr`` may be 0 for a member that should not move. Returns
+        ``(model, opt_state, diverged)`` with ``diverged`` a (K,) numpy bool array.
+        """
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        k = int(jax.tree_util.tree_leaves(params)[0].shape[0])
+        lr_np = np.broadcast_to(np.asarray(lr, np.float32), (k,))
+        if not np.all(np.isfinite(lr_np)) or np.any(lr_np < 0):
+            raise TrainError("lr: every learning rate must be a finite number >= 0")
+        if key is None:
+            key = jax.random.PRNGKey(0)
+        key = jnp.asarray(key)
+        if key.ndim == 1:
+            key = jax.random.split(key, k)
+        if not hasattr(self, "_advance_jit"):
+            self._advance_jit = jax.jit(self._advance_impl)
+        p, o, div = self._advance_jit(params, opt_state, key, jnp.asarray(lr_np),
+                                      _per_member("alpha", alpha, k, jnp.float32), ref,
+                                      jnp.asarray(int(epochs), jnp.int32), self.x_train, self.y_train)
+        return eqx.combine(p, static), o, np.asarray(div)
+
+    def _advance_impl(self, params, opt_state, key, lr, alpha, ref, n, x_train, y_train):
+        k = lr.shape[0]
+        if opt_state is None:
+            opt_state = jax.vmap(lambda p, l, a: self._optimizer(l, a, ref).init(p))(params, lr, alpha)
+        inf = jnp.full((k,), jnp.inf, jnp.float32)
+        state = TrainState(
+            params=params, opt_state=opt_state, key=key, active=jnp.ones((k,), bool) & (n > 0),
+            diverged=jnp.zeros((k,), bool), reason=jnp.full((k,), RUNNING, jnp.int32),
+            best=inf, bad=jnp.zeros((k,), jnp.int32), epochs=jnp.zeros((k,), jnp.int32),
+            last_err=jnp.full((k,), jnp.nan, jnp.float32), last_gnorm=jnp.full((k,), jnp.nan, jnp.float32),
+            epoch_offset=jnp.zeros((k,), jnp.int32),
+        )
+        state = self._run_epochs(state, n, n, alpha, lr, ref, x_train, y_train)
+        return state.params, state.opt_state, state.diverged
 
 
 def log_epochs(total: int, n: int = 40, first: int = 1) -> list[int]:
