@@ -1,0 +1,235 @@
+"""The basin hierarchy: accuracy basins as nodes, the saddles between them as edges.
+
+A **basin** is what a model encodes: for networks the set of classes whose test recall and
+precision both reach the landscape's ``learned`` threshold; for toy functions the minimum of
+E that gradient descent on E reaches. A node keeps the best test accuracy and the lowest
+training error seen among the probe checkpoints in that basin, and the strengths where it
+was seen.
+
+Edges come from the probes (:func:`phaseprobe.paths.probe.run_probe`):
+
+* ``saddle``: a confirmed jump with a refined saddle of E; its height is ``E(saddle)``, the
+  barriers ``E(saddle) - E(side)`` are measured from the two transition models;
+* ``jump``: a confirmed jump without a saddle search;
+* ``drift``: the class set changed between two grid points without a jump (continuous);
+* ``return``: an excursion (ours) that came back down to a basin other than the one it left.
+
+Jumps that keep the class set (e.g. between two minima encoding the same classes) are edges
+from a node to itself: listed in the tables, drawn as a loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from phaseprobe.paths.probe import ProbeResult, basin_str
+
+
+@dataclass
+class BasinNode:
+    key: tuple
+    accuracy: float = float("nan")
+    error: float = float("inf")
+    n_seen: int = 0
+    strengths: list = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return basin_str(self.key)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.key) if all(isinstance(v, (int, np.integer)) for v in self.key) else -1
+
+
+@dataclass
+class BasinEdge:
+    src: tuple
+    dst: tuple
+    kind: str
+    strength_c: float = float("nan")
+    saddle_error: float = float("nan")
+    error_src: float = float("nan")
+    error_dst: float = float("nan")
+    index: int = -1
+    negative_eigs: str = ""
+    probe: str = ""
+
+    def row(self) -> dict:
+        return {"from": basin_str(self.src), "to": basin_str(self.dst), "kind": self.kind, "strength_c": self.strength_c,
+                "saddle_error": self.saddle_error, "barrier_from": self.saddle_error - self.error_src,
+                "barrier_to": self.saddle_error - self.error_dst, "error_from": self.error_src, "error_to": self.error_dst,
+                "saddle_index": self.index, "negative_eigs": self.negative_eigs, "probe": self.probe}
+
+
+@dataclass
+class BasinGraph:
+    nodes: dict = field(default_factory=dict)
+    edges: list = field(default_factory=list)
+    convention: str = "l2"
+
+    def node(self, key) -> BasinNode:
+        key = tuple(key)
+        if key not in self.nodes:
+            self.nodes[key] = BasinNode(key)
+        return self.nodes[key]
+
+    def nodes_frame(self) -> pd.DataFrame:
+        rows = [{"basin": n.label, "n_classes": n.n_classes, "best_test_acc": n.accuracy, "lowest_error": n.error,
+                 "checkpoints": n.n_seen, "strength_min": min(n.strengths) if n.strengths else np.nan,
+                 "strength_max": max(n.strengths) if n.strengths else np.nan} for n in self.nodes.values()]
+        df = pd.DataFrame(rows)
+        return df.sort_values(["best_test_acc", "n_classes"], ascending=False, ignore_index=True) if len(df) else df
+
+    def edges_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([e.row() for e in self.edges])
+
+
+def build_basin_graph(results: Sequence[ProbeResult], names: Sequence[str] | None = None) -> BasinGraph:
+    """Nodes and edges from one or more probe results (see the module docstring)."""
+    g = BasinGraph()
+    for r_i, res in enumerate(results):
+        name = names[r_i] if names else f"probe{r_i}"
+        g.convention = res.convention
+        rec = res.records[res.records["phase"] == "probe"]
+        for k in range(res.n_members):
+            sub = rec[rec["member"] == k].sort_values("index")
+            keys = [res.basins[i][k] for i in range(len(res.strengths))]
+            for i, row in enumerate(sub.itertuples(index=False)):
+                nd = g.node(keys[i])
+                nd.n_seen += 1
+                acc = getattr(row, "test_acc", np.nan)
+                if np.isfinite(acc) and not (nd.accuracy >= acc):
+                    nd.accuracy = float(acc)
+                nd.error = float(min(nd.error, row.train_error))
+                nd.strengths.append(float(row.strength))
+            by_index = {t.index: t for t in res.member_transitions(k)}
+            errs = sub["train_error"].to_numpy()
+            label = res.labels[k] if res.labels else str(k)
+            for i in range(len(keys) - 1):
+                t = by_index.get(i)
+                if t is not None and t.confirmed is not False:
+                    g.node(t.basin_lo)
+                    g.node(t.basin_hi)
+                    e = BasinEdge(src=tuple(t.basin_lo), dst=tuple(t.basin_hi), kind="saddle" if t.saddle is not None else "jump",
+                                  strength_c=t.strength_c, error_src=float(t.lo["train_error"]), error_dst=float(t.hi["train_error"]),
+                                  probe=f"{name}:{label}")
+                    if t.saddle is not None:
+                        e.saddle_error = float(t.saddle.error)
+                        e.index = int(t.saddle.index)
+                        e.negative_eigs = " ".join(f"{v:.3g}" for v in t.saddle.negative_eigs[:5])
+                    g.edges.append(e)
+                    if t.excursion is not None and tuple(t.excursion.end_basin) != tuple(t.basin_hi):
+                        g.node(t.excursion.end_basin)
+                        g.edges.append(BasinEdge(src=tuple(t.basin_hi), dst=tuple(t.excursion.end_basin), kind="return",
+                                                 strength_c=t.excursion.return_strength, probe=f"{name}:{label}"))
+                elif keys[i] != keys[i + 1]:
+                    g.edges.append(BasinEdge(src=tuple(keys[i]), dst=tuple(keys[i + 1]), kind="drift",
+                                             strength_c=0.5 * float(res.strengths[i] + res.strengths[i + 1]),
+                                             error_src=float(errs[i]), error_dst=float(errs[i + 1]), probe=f"{name}:{label}"))
+    return g
+
+
+def _short(key: tuple, max_len: int = 22) -> str:
+    """A compact class-set label: ``{0-3,5,7-9}``."""
+    if not all(isinstance(v, (int, np.integer)) for v in key):
+        return basin_str(key)
+    v = sorted(int(c) for c in key)
+    if not v:
+        return "{}"
+    parts, s = [], v[0]
+    prev = s
+    for c in v[1:] + [None]:
+        if c is not None and c == prev + 1:
+            prev = c
+            continue
+        parts.append(f"{s}" if s == prev else f"{s}-{prev}")
+        if c is not None:
+            s = prev = c
+    txt = "{" + ",".join(parts) + "}"
+    return txt if len(txt) <= max_len else txt[: max_len - 2] + "..}"
+
+
+def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin hierarchy") -> Path:
+    """Draw the graph by hand with matplotlib: y = best test accuracy of the basin, x spreads basins
+    of the same number of classes; arrows are edges labelled with the transition strength and
+    the saddle's height and index."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch
+
+    path = Path(path)
+    nodes = list(graph.nodes.values())
+    fig, ax = plt.subplots(figsize=(10, 7))
+    if not nodes:
+        ax.text(0.5, 0.5, "no basins", ha="center")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+    accs = np.array([n.accuracy if np.isfinite(n.accuracy) else -n.error for n in nodes])
+    toy = not np.isfinite([n.accuracy for n in nodes]).any()
+    # layout: y = accuracy (or -lowest error for toys); x = order within groups of similar height
+    order = np.argsort(-accs, kind="stable")
+    pos = {}
+    groups: list[list[int]] = []
+    span = float(np.ptp(accs)) or 1.0
+    for i in order:
+        if groups and abs(accs[groups[-1][0]] - accs[i]) < 0.04 * span:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    for grp in groups:
+        m = len(grp)
+        for j, i in enumerate(sorted(grp, key=lambda i: -nodes[i].n_classes)):
+            pos[nodes[i].key] = ((j - (m - 1) / 2.0) * 1.6, accs[i])
+    xs = [p[0] for p in pos.values()]
+    dy = span
+    # edges
+    seen_pairs: dict = {}
+    colors = {"saddle": "tab:red", "jump": "tab:orange", "drift": "tab:gray", "return": "tab:blue"}
+    for e in graph.edges:
+        if e.src not in pos or e.dst not in pos:
+            continue
+        p0, p1 = pos[e.src], pos[e.dst]
+        n_same = seen_pairs.get((e.src, e.dst), 0)
+        seen_pairs[(e.src, e.dst)] = n_same + 1
+        col = colors.get(e.kind, "k")
+        if e.src == e.dst:
+            ax.add_patch(FancyArrowPatch((p0[0] - 0.15, p0[1]), (p0[0] + 0.15, p0[1]), connectionstyle="arc3,rad=-2.5",
+                                         arrowstyle="->", mutation_scale=12, color=col, lw=1.2))
+            xm, ym = p0[0], p0[1] + 0.07 * dy
+        else:
+            rad = 0.15 + 0.12 * n_same
+            ax.add_patch(FancyArrowPatch(p0, p1, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=14,
+                                         color=col, lw=1.4, shrinkA=18, shrinkB=18, linestyle="--" if e.kind == "drift" else "-"))
+            xm, ym = 0.5 * (p0[0] + p1[0]) + 0.25, 0.5 * (p0[1] + p1[1])
+        txt = f"b={e.strength_c:.3g}" if np.isfinite(e.strength_c) else e.kind
+        if np.isfinite(e.saddle_error):
+            txt += f"\nE_s={e.saddle_error:.3g}, idx {e.index}"
+        ax.text(xm, ym, txt, fontsize=7, color=col, ha="left", va="center")
+    for n in nodes:
+        x, y = pos[n.key]
+        size = 250 + 60 * max(n.n_classes, 0)
+        ax.scatter([x], [y], s=size, color="white", edgecolor="k", zorder=3)
+        lab = _short(n.key)
+        sub = f"acc {n.accuracy:.2f}" if np.isfinite(n.accuracy) else f"E {n.error:.3g}"
+        ax.text(x, y, f"{lab}\n{sub}", fontsize=7, ha="center", va="center", zorder=4)
+    ax.set_xlim(min(xs) - 1.5, max(xs) + 1.8)
+    ax.set_ylim(min(accs) - 0.12 * dy, max(accs) + 0.15 * dy)
+    ax.set_xticks([])
+    ax.set_ylabel("lowest training error of the basin (negated)" if toy else "best test accuracy in the basin")
+    handles = [plt.Line2D([], [], color=c, label=k) for k, c in colors.items() if any(e.kind == k for e in graph.edges)]
+    if handles:
+        ax.legend(handles=handles, loc="lower right", fontsize=8, title=f"edges (b = strength, {graph.convention})")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,603 @@
+"""The L2 probe ("pathfinder"): continuation in an anchored L2 strength, transitions, saddles.
+
+**The published protocol** (arXiv 2512.11866, read from the authors' public code): minimise
+
+    L_beta(w) = E(w) + beta * ||w - w_ref||^2        (explicit penalty = phaseprobe's "l2")
+
+from a start model while beta rises on a fixed, increasing linear grid; the parameters are
+warm-started from one strength to the next and the optimiser is re-created at every strength
+(networks: Adam lr 1.5e-3, batch 64, at most 50 epochs, early stopping with patience 5 on the
+epoch-mean training error; see :class:`~phaseprobe.paths.landscape.NetworkLandscape`).
+``w_ref`` is 0 (the ordinary L2 sweep), another trained minimum (a path between minima) or a
+model saved at a transition (nesting). Every strength logs the error (clean full pass and the
+epoch-mean running value), the regularised loss, test loss and accuracy, per-class accuracy,
+the distance ``||w - w_ref||`` and a checkpoint. Transition models are located by bisection in
+beta between the last point before and the first point after a jump, and saved.
+
+Strengths are given in a penalty convention (:mod:`phaseprobe.conventions`): ``"l2"`` is the
+paper's explicit ``beta*||w - w_ref||^2``; ``"wd"`` is ``beta/2*||w - w_ref||^2``. Internally
+everything uses the canonical alpha (``= beta`` in "l2", ``beta/2`` in "wd"); records carry both.
+
+**phaseprobe's additions (not in the paper; labelled so in records and reports):**
+
+* jump detection by the envelope theorem (along a branch of minima ``dL/dalpha = ||w - w_ref||^2``;
+  a step where L falls below that is a jump to another branch, see :func:`branch_defect`), and
+  *confirmation* by bisection: a fold keeps a finite gap between the two sides as the bracket
+  shrinks, a smooth but steep change does not;
+* the fold check: the bottom eigenvalue of grad^2 E at the last pre-jump model next to the
+  fold condition ``lambda_min(grad^2 E) = -2 alpha`` (where the minimum of L merges with an
+  index-1 saddle);
+* saddle refinement on E at every confirmed jump (:mod:`phaseprobe.paths.saddles`): from the
+  highest-error point of the jump segment, index and negative eigenvalues;
+* the **excursion**: from the post-jump model raise beta a few grid steps further, then lower
+  it back down the grid (warm-started) and record the basin the model returns to;
+* Hessian spectra of the unregularised E along the path (both ends, bottom computed directly).
+
+Several probes (seeds, pairs of minima) run as ONE vectorised ensemble: the members share the
+strength grid and each has its own start and reference.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from phaseprobe import conventions
+from phaseprobe.paths.landscape import PathError, _as_stack
+from phaseprobe.paths.saddles import SaddleResult, bottom_eigs, path_spectra, refine_saddle
+
+
+@dataclass
+class ProbeConfig:
+    """Settings of the probe's outer loop (the per-strength training lives in the landscape).
+
+    ``strengths``: the increasing grid in ``convention``. ``min_jump``: smallest training-error
+    jump read as a transition (same units as E). ``bisect_tol``: bracket width in strength
+    units (the published transition models are bracketed to about 1e-10; the precision of the
+    parameters, float32 for networks, sets a floor: the bisection stops when the midpoint no
+    longer differs from the ends in that precision).
+    """
+
+    strengths: Sequence[float]
+    convention: str = "l2"
+    min_jump: float = 0.02
+    k_sigma: float = 3.0
+    bisect: bool = True
+    bisect_tol: float = 1e-10
+    bisect_max_steps: int = 40
+    saddles: bool = True
+    saddle_method: str = "gad"
+    saddle_steps: int = 30
+    saddle_subset: int | None = None
+    saddle_points: int = 33
+    saddle_max_step: float | None = None
+    fold_check: bool = True
+    excursion: bool = False
+    excursion_up: int = 2
+    hessian_k: int = 0
+    hessian_every: int = 1
+    hessian_subset: int | None = None
+    hessian_iter: int = 40
+
+    def validate(self) -> "ProbeConfig":
+        conventions.check_convention(self.convention)
+        if self.convention == "decoupled":
+            raise PathError("convention: the probe's penalty is in the gradient; use 'l2' (beta*||w - w_ref||^2) or 'wd' (beta/2*||...||^2)")
+        s = np.asarray(self.strengths, np.float64).reshape(-1)
+        if s.size < 2:
+            raise PathError(f"strengths: the probe needs at least 2 strengths, got {s.size}; e.g. 'lin:0:0.05:26'")
+        if not np.all(np.isfinite(s)) or np.any(s < 0):
+            raise PathError("strengths: every strength must be finite and >= 0")
+        if np.any(np.diff(s) <= 0):
+            raise PathError("strengths: the probe only raises beta; give a strictly increasing grid")
+        if not (self.min_jump > 0):
+            raise PathError(f"min_jump: must be > 0, got {self.min_jump}")
+        if not (self.bisect_tol > 0):
+            raise PathError(f"bisect_tol: must be > 0, got {self.bisect_tol}")
+        for name in ("bisect_max_steps", "saddle_steps", "saddle_points", "excursion_up", "hessian_k", "hessian_every"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, np.integer)) and v >= 0):
+                raise PathError(f"{name}: must be an integer >= 0, got {v!r}")
+        if self.hessian_every < 1:
+            raise PathError("hessian_every: must be >= 1")
+        return self
+
+    @property
+    def alphas(self) -> np.ndarray:
+        return np.asarray(conventions.to_alpha(np.asarray(self.strengths, np.float64), self.convention), np.float64).reshape(-1)
+
+
+@dataclass
+class Excursion:
+    """Up past a transition, then back down the grid: where the model ends up (ours, not the paper's)."""
+
+    strengths: np.ndarray  # the schedule walked (up, then down)
+    errors: np.ndarray
+    basins: list
+    end_basin: tuple
+    start_basin: tuple  # the basin the probe started in (grid point 0)
+    pre_basin: tuple  # the basin just before the jump
+    returned: bool  # ends in the pre-jump basin
+    return_strength: float  # where the down walk left the post-jump basin (nan if it never did)
+    grad_evals: float
+
+
+@dataclass
+class Transition:
+    """A jump of one probe member, bracketed (and bisected) in strength."""
+
+    member: int
+    index: int  # grid index of the last point before the jump
+    strength_lo: float
+    strength_hi: float
+    alpha_lo: float
+    alpha_hi: float
+    x_lo: np.ndarray
+    x_hi: np.ndarray
+    lo: dict
+    hi: dict
+    basin_lo: tuple
+    basin_hi: tuple
+    bisect_steps: int = 0
+    confirmed: bool | None = None
+    grad_evals: float = 0.0
+    fold_min_eig: float = float("nan")
+    saddle: SaddleResult | None = None
+    excursion: Excursion | None = None
+
+    @property
+    def strength_c(self) -> float:
+        return 0.5 * (self.strength_lo + self.strength_hi)
+
+    def row(self) -> dict:
+        r = {
+            "member": self.member, "index": self.index, "strength_lo": self.strength_lo, "strength_hi": self.strength_hi,
+            "strength_c": self.strength_c, "alpha_lo": self.alpha_lo, "alpha_hi": self.alpha_hi,
+            "bracket": self.strength_hi - self.strength_lo, "bisect_steps": self.bisect_steps, "confirmed": self.confirmed,
+            "error_lo": self.lo["train_error"], "error_hi": self.hi["train_error"],
+            "dE": self.hi["train_error"] - self.lo["train_error"], "dL": self.hi["loss"] - self.lo["loss"],
+            "dist_lo": self.lo["dist"], "dist_hi": self.hi["dist"], "dr": self.hi["dist"] - self.lo["dist"],
+            "test_acc_lo": self.lo.get("test_acc", np.nan), "test_acc_hi": self.hi.get("test_acc", np.nan),
+            "basin_lo": basin_str(self.basin_lo), "basin_hi": basin_str(self.basin_hi),
+            "fold_min_eig_E": self.fold_min_eig, "fold_condition_-2alpha": -2.0 * self.alpha_lo,
+            "grad_evals_bisect": self.grad_evals,
+        }
+        if self.saddle is not None:
+            r.update(self.saddle.row())
+        if self.excursion is not None:
+            ex = self.excursion
+            r.update({"excursion_end_basin": basin_str(ex.end_basin), "excursion_returned": ex.returned,
+                      "excursion_return_strength": ex.return_strength, "excursion_grad_evals": ex.grad_evals})
+        return r
+
+
+def basin_str(b) -> str:
+    """A basin label as text: a class set ``{0,1,3}`` or a rounded point ``(1.0, 0.0)``."""
+    if b is None:
+        return ""
+    if len(b) and all(isinstance(v, (int, np.integer)) for v in b):
+        return "{" + ",".join(str(int(v)) for v in b) + "}"
+    if len(b) == 0:
+        return "{}"
+    return "(" + ", ".join(f"{float(v):g}" for v in b) + ")"
+
+
+@dataclass
+class ProbeResult:
+    """Everything one probe ensemble produced. ``checkpoints[i, k]`` is member k at grid point i."""
+
+    records: pd.DataFrame
+    checkpoints: np.ndarray
+    strengths: np.ndarray
+    alphas: np.ndarray
+    convention: str
+    start: np.ndarray
+    ref: np.ndarray
+    transitions: list[Transition]
+    basins: list[list[tuple]]  # [grid point][member]
+    grad_evals: np.ndarray  # per member: probe steps
+    seconds: float
+    labels: list[str] = field(default_factory=list)
+    spectra: pd.DataFrame | None = None
+
+    @property
+    def n_members(self) -> int:
+        return int(self.checkpoints.shape[1])
+
+    def member_transitions(self, member: int) -> list[Transition]:
+        return sorted([t for t in self.transitions if t.member == member], key=lambda t: t.index)
+
+    def total_grad_evals(self, member: int, *, bisect: bool = True, saddles: bool = True) -> float:
+        g = float(self.grad_evals[member])
+        for t in self.member_transitions(member):
+            if bisect:
+                g += t.grad_evals
+            if saddles and t.saddle is not None:
+                g += t.saddle.grad_evals
+        return g
+
+    def path_vertices(self, member: int, *, saddles: bool = True, to_ref: bool = False) -> tuple[np.ndarray, dict]:
+        """The probe's polyline for ``member``: the start model, the checkpoints, the transition models
+        (and saddles) at every jump, optionally ending at w_ref.
+
+        Returns ``(vertices, marks)`` with ``marks`` naming the saddle vertices.
+        """
+        cps = self.checkpoints[:, member]
+        by_index = {t.index: t for t in self.member_transitions(member)}
+        verts = [self.start[member]]
+        marks = {}
+        for i in range(len(cps)):
+            verts.append(cps[i])
+            t = by_index.get(i)
+            if t is not None and t.confirmed is not False:
+                verts.append(t.x_lo)
+                if saddles and t.saddle is not None:
+                    verts.append(t.saddle.x)
+                    marks[f"saddle@{t.strength_c:.4g}"] = t.saddle.x
+                verts.append(t.x_hi)
+        if to_ref:
+            verts.append(self.ref[member])
+        return np.stack(verts), marks
+
+    def transitions_frame(self) -> pd.DataFrame:
+        rows = []
+        for t in sorted(self.transitions, key=lambda t: (t.member, t.index)):
+            r = t.row()
+            r["label"] = self.labels[t.member] if self.labels else str(t.member)
+            r["convention"] = self.convention
+            rows.append(r)
+        return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# jump detection
+# ---------------------------------------------------------------------------------------------
+def branch_defect(alphas: np.ndarray, loss: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """``L_{i+1} - L_i - (alpha_{i+1} - alpha_i) (r_i^2 + r_{i+1}^2) / 2`` for every grid step.
+
+    Along one branch of minima the envelope theorem gives ``dL*/dalpha = ||w* - w_ref||^2``, so
+    the defect is zero up to the trapezoid's error (third order in the step). Where the model
+    leaves its branch for a lower one (a fold) it is negative by the drop in L.
+    """
+    a = np.asarray(alphas, np.float64)
+    L = np.asarray(loss, np.float64)
+    p = np.square(np.asarray(dist, np.float64))
+    return np.diff(L) - np.diff(a) * 0.5 * (p[:-1] + p[1:])
+
+
+def find_jumps(alphas: np.ndarray, loss: np.ndarray, dist: np.ndarray, *, min_jump: float = 0.02,
+               k_sigma: float = 3.0) -> list[int]:
+    """Grid indices ``i`` of jumps between points ``i`` and ``i + 1`` (canonical ``alphas``).
+
+    The *corrected loss* ``C_i = L_i - sum_{j < i} defect-free rise`` (the cumulative sum of
+    :func:`branch_defect`) is flat along a branch of minima and drops where the model leaves
+    its branch for a lower one. Jumps are the drops found by
+    :func:`phaseprobe.sweep.analysis.detect_events` on ``C`` (one step or a short run of steps
+    whose total falls below ``-max(min_jump, k_sigma * spread)``; the median step is
+    subtracted first, which absorbs the bias of inexact per-strength minimisation: the
+    published stopping rule watches E, which rises while the penalty pulls, so each strength
+    stops after a few epochs), over which the regularised loss itself fell by more than
+    ``min_jump / 2`` (on a branch it can only rise). The bracket is the event's largest step.
+    (The error curve steepens like ``1/sqrt(beta_c - beta)`` before a fold, so a jump in E
+    alone is a poor detector on a grid.)
+    """
+    from phaseprobe.sweep.analysis import detect_events
+
+    d = branch_defect(alphas, loss, dist)
+    if d.size == 0 or not np.isfinite(d).any():
+        return []
+    c = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(d), d, 0.0))])
+    L = np.asarray(loss, np.float64)
+    out = []
+    for ev in detect_events(c, min_jump=min_jump, k_sigma=k_sigma):
+        if ev.total >= 0:
+            continue
+        if not (L[ev.i1] - L[ev.i0] < -0.5 * float(min_jump) or L[ev.i_max + 1] - L[ev.i_max] < -0.5 * float(min_jump)):
+            continue
+        out.append(int(ev.i_max))
+    return sorted(set(out))
+
+
+def _sig_distance(m: dict, a: dict, b: dict) -> tuple[float, float]:
+    """Distances of point ``m`` to ``a`` and ``b`` in (error, dist), each normalised by |b - a|."""
+    da = db = 0.0
+    for key in ("train_error", "dist"):
+        scale = abs(b[key] - a[key])
+        if not (scale > 0 and math.isfinite(scale)):
+            continue
+        da += abs(m[key] - a[key]) / scale
+        db += abs(m[key] - b[key]) / scale
+    return da, db
+
+
+def _point(met: dict, k: int, extra: dict | None = None) -> dict:
+    out = {}
+    for key, v in met.items():
+        v = np.asarray(v)
+        out[key] = float(v[k]) if v.ndim == 1 else v[k].copy()
+    if extra:
+        out.update(extra)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the probe
+# ---------------------------------------------------------------------------------------------
+class _Recorder:
+    def __init__(self, land, config: ProbeConfig, labels, seeds, on_step):
+        self.land = land
+        self.config = config
+        self.labels = labels
+        self.seeds = seeds
+        self.on_step = on_step
+        self.frames: list[pd.DataFrame] = []
+
+    def rows(self, phase: str, step: int, idx: Sequence[int] | None, strengths, alphas, members, res, x, ref,
+             basins, extra: dict | None = None) -> pd.DataFrame:
+        met = res.metrics
+        dist = np.linalg.norm(x.astype(np.float64) - ref.astype(np.float64), axis=1)
+        r0 = np.linalg.norm(x.astype(np.float64), axis=1)
+        rows = []
+        for j, k in enumerate(members):
+            row = {
+                "phase": phase, "step": int(step), "member": int(k), "label": self.labels[k], "seed": int(self.seeds[k]),
+                "index": int(idx[j]) if idx is not None else -1,
+                "strength": float(strengths[j]), "alpha": float(alphas[j]), "convention": self.config.convention,
+                "penalty": "E + alpha*||w - w_ref||^2",
+                "train_error": float(met["train_error"][j]), "train_error_running": float(met["last_epoch_error"][j]),
+                "loss": float(met["loss"][j]), "test_error": float(met.get("test_error", [np.nan] * len(members))[j]),
+                "train_acc": float(met.get("train_acc", [np.nan] * len(members))[j]),
+                "test_acc": float(met.get("test_acc", [np.nan] * len(members))[j]),
+                "dist": float(dist[j]), "r0": float(r0[j]), "grad_norm": float(met.get("grad_norm", [np.nan] * len(members))[j]),
+                "steps": int(res.steps[j]), "grad_evals": float(res.grad_evals[j]), "stop": res.stop[j] if res.stop else "",
+                "basin": basin_str(basins[j]),
+            }
+            if "test_class_acc" in met:
+                for c, v in enumerate(np.asarray(met["test_class_acc"][j])):
+                    row[f"class_acc_{c}"] = float(v)
+                for c, v in enumerate(np.asarray(met["test_class_prec"][j])):
+                    row[f"class_prec_{c}"] = float(v)
+            if extra:
+                for key, v in extra.items():
+                    row[key] = v[j] if isinstance(v, (list, np.ndarray)) else v
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        self.frames.append(df)
+        if self.on_step is not None:
+            self.on_step(phase, step, df, x)
+        return df
+
+
+def run_probe(land, start, ref=None, config: ProbeConfig | None = None, *, strengths: Sequence[float] | None = None,
+              seeds: Sequence[int] | None = None, labels: Sequence[str] | None = None,
+              on_step: Callable[[str, int, pd.DataFrame, np.ndarray], None] | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> ProbeResult:
+    """Run the L2 probe for every member of ``start`` (``(K, P)`` flat vectors) toward ``ref``.
+
+    ``ref`` ``(K, P)`` (default 0: the ordinary L2 sweep). ``config`` (or just ``strengths``)
+    sets the grid and the extras. ``seeds`` (per member) derive the minibatch shuffles.
+    ``on_step(phase, step, records, x)`` is called after every strength (``x`` the members'
+    parameters: the checkpoint); ``progress(stage, done, total)`` reports progress.
+    """
+    if config is None:
+        if strengths is None:
+            raise PathError("strengths: give the probe's strength grid (config=ProbeConfig(...) or strengths=[...])")
+        config = ProbeConfig(strengths=strengths)
+    config.validate()
+    t0 = time.perf_counter()
+    start = _as_stack(start, land.dim, "start")
+    k = start.shape[0]
+    ref = np.zeros_like(start) if ref is None else _as_stack(ref, land.dim, "ref")
+    if ref.shape[0] != k:
+        if ref.shape[0] == 1:
+            ref = np.repeat(ref, k, 0)
+        else:
+            raise PathError(f"ref: got {ref.shape[0]} references for {k} start points; give one per member (or one for all)")
+    seeds = list(range(k)) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != k:
+        raise PathError(f"seeds: got {len(seeds)} seeds for {k} members")
+    labels = [str(i) for i in range(k)] if labels is None else [str(s) for s in labels]
+    strengths = np.asarray(config.strengths, np.float64).reshape(-1)
+    alphas = config.alphas
+    n = len(strengths)
+    rec = _Recorder(land, config, labels, seeds, on_step)
+    members = list(range(k))
+
+    # ---- the outer loop: beta up the grid, warm-started, fresh optimiser per beta ----------------
+    x = start.astype(land.np_dtype)
+    cps = np.zeros((n, k, land.dim), land.np_dtype)
+    basins: list[list[tuple]] = []
+    mets: list[dict] = []
+    gevals = np.zeros(k)
+    for i in range(n):
+        res = land.minimise(x, np.full(k, alphas[i]), ref, step=i, seeds=seeds)
+        x = res.x
+        cps[i] = x
+        gevals += res.grad_evals
+        b = land.basins(x, res.metrics)
+        basins.append(b)
+        res.metrics["dist"] = np.linalg.norm(x.astype(np.float64) - ref.astype(np.float64), axis=1)
+        mets.append(res.metrics)
+        rec.rows("probe", i, [i] * k, np.full(k, strengths[i]), np.full(k, alphas[i]), members, res, x, ref, b)
+        if progress:
+            progress("probe", i + 1, n)
+
+    # ---- jumps ---------------------------------------------------------------------------------
+    err = np.stack([m["train_error"] for m in mets])  # (n, K)
+    dist = np.stack([m["dist"] for m in mets])
+    loss = np.stack([m["loss"] for m in mets])
+    transitions: list[Transition] = []
+    for kk in members:
+        for i in find_jumps(alphas, loss[:, kk], dist[:, kk], min_jump=config.min_jump, k_sigma=config.k_sigma):
+            transitions.append(Transition(
+                member=kk, index=i, strength_lo=float(strengths[i]), strength_hi=float(strengths[i + 1]),
+                alpha_lo=float(alphas[i]), alpha_hi=float(alphas[i + 1]), x_lo=cps[i, kk].copy(), x_hi=cps[i + 1, kk].copy(),
+                lo=_point(mets[i], kk), hi=_point(mets[i + 1], kk), basin_lo=basins[i][kk], basin_hi=basins[i + 1][kk]))
+    if transitions and config.bisect:
+        _bisect(land, transitions, ref, seeds, config, rec, progress)
+    live = [t for t in transitions if t.confirmed is not False]
+    if live and config.fold_check:
+        for t in live:
+            lo, _ = bottom_eigs(land, t.x_lo, k=1, subset=config.hessian_subset, num_iter=config.hessian_iter)
+            t.fold_min_eig = float(lo[0])
+    if live and config.saddles:
+        for j, t in enumerate(live):
+            _saddle_at(land, t, config)
+            if progress:
+                progress("saddles", j + 1, len(live))
+    if live and config.excursion:
+        _excursions(land, live, ref, seeds, config, rec, basins, strengths, alphas, progress)
+
+    spectra = None
+    if config.hessian_k > 0:
+        frames = []
+        for kk in members:
+            idx = list(range(0, n, config.hessian_every))
+            sp = path_spectra(land, cps[idx, kk], k=config.hessian_k, num_iter=config.hessian_iter, subset=config.hessian_subset)
+            sp["member"] = kk
+            sp["index"] = idx
+            sp["strength"] = strengths[idx]
+            frames.append(sp.drop(columns=["point"]))
+        spectra = pd.concat(frames, ignore_index=True)
+
+    records = pd.concat(rec.frames, ignore_index=True)
+    if spectra is not None:
+        records = records.merge(spectra.drop(columns=["strength"]), on=["member", "index"], how="left")
+        records.loc[records["phase"] != "probe", [c for c in spectra.columns if c.startswith("hess_")]] = np.nan
+    return ProbeResult(records=records, checkpoints=cps, strengths=strengths, alphas=alphas, convention=config.convention,
+                       start=start, ref=ref, transitions=transitions, basins=basins, grad_evals=gevals,
+                       seconds=time.perf_counter() - t0, labels=labels, spectra=spectra)
+
+
+def _float_floor(land) -> type:
+    return np.float64 if land.np_dtype == np.float64 else np.float32
+
+
+def _bisect(land, transitions: list[Transition], ref, seeds, config: ProbeConfig, rec: _Recorder, progress) -> None:
+    """Bisection of every bracket at once (one ensemble of all jumps): lo/hi models refined in place."""
+    jobs = transitions
+    J = len(jobs)
+    to_strength = (lambda a: conventions.from_alpha(a, config.convention))
+    tol_alpha = float(conventions.to_alpha(config.bisect_tol, config.convention))
+    widths = np.array([t.alpha_hi - t.alpha_lo for t in jobs])
+    n_steps = int(min(config.bisect_max_steps, max(0, math.ceil(math.log2(max(widths.max(), tol_alpha) / tol_alpha)))))
+    fdt = _float_floor(land)
+    init_gap = [(abs(t.hi["train_error"] - t.lo["train_error"]), abs(t.hi["dist"] - t.lo["dist"])) for t in jobs]
+    active = np.ones(J, bool)
+    jref = np.stack([ref[t.member] for t in jobs])
+    jseeds = [seeds[t.member] for t in jobs]
+    for s in range(n_steps):
+        lo_a = np.array([t.alpha_lo for t in jobs])
+        hi_a = np.array([t.alpha_hi for t in jobs])
+        mid = 0.5 * (lo_a + hi_a)
+        # stop a job when its bracket is below tolerance or the midpoint is no longer representable
+        distinct = (fdt(mid) != fdt(lo_a)) & (fdt(mid) != fdt(hi_a))
+        active &= ((hi_a - lo_a) > tol_alpha) & distinct
+        if not active.any():
+            break
+        xs = np.stack([t.x_lo for t in jobs])
+        res = land.minimise(xs, mid, jref, step=100000 + s, seeds=jseeds)
+        res.metrics["dist"] = np.linalg.norm(res.x.astype(np.float64) - jref.astype(np.float64), axis=1)
+        b = land.basins(res.x, res.metrics)
+        jumped = np.zeros(J, bool)
+        for j, t in enumerate(jobs):
+            if not active[j]:
+                continue
+            t.grad_evals += float(res.grad_evals[j])
+            t.bisect_steps += 1
+            p = _point(res.metrics, j)
+            da, db = _sig_distance(p, t.lo, t.hi)
+            jumped[j] = db < da
+            if jumped[j]:
+                t.alpha_hi, t.x_hi, t.hi, t.basin_hi = float(mid[j]), res.x[j].copy(), p, b[j]
+            else:
+                t.alpha_lo, t.x_lo, t.lo, t.basin_lo = float(mid[j]), res.x[j].copy(), p, b[j]
+            if t.bisect_steps >= 4 and not _gap_kept(t, *init_gap[j]):
+                active[j] = False  # the gap closes with the bracket: a steep but continuous change, not a fold
+        sel = np.flatnonzero(active)
+        if len(sel):
+            sub = type(res)(x=res.x[sel], metrics={kk: np.asarray(v)[sel] for kk, v in res.metrics.items()},
+                            grad_evals=res.grad_evals[sel], steps=res.steps[sel], stop=[res.stop[j] for j in sel] if res.stop else [])
+            rec.rows("bisect", s, [jobs[j].index for j in sel], to_strength(mid[sel]) * np.ones(len(sel)), mid[sel],
+                     [jobs[j].member for j in sel], sub, res.x[sel], jref[sel], [b[j] for j in sel],
+                     extra={"jumped": [bool(jumped[j]) for j in sel]})
+        if progress:
+            progress("bisect", s + 1, n_steps)
+    for t, (ge, gr) in zip(jobs, init_gap):
+        t.strength_lo = float(to_strength(t.alpha_lo))
+        t.strength_hi = float(to_strength(t.alpha_hi))
+        t.confirmed = _gap_kept(t, ge, gr)
+
+
+def _gap_kept(t: Transition, ge: float, gr: float, keep: float = 0.3) -> bool:
+    """A fold keeps a finite gap (in E or in the distance to w_ref) while its bracket shrinks."""
+    fe = abs(t.hi["train_error"] - t.lo["train_error"])
+    fr = abs(t.hi["dist"] - t.lo["dist"])
+    return bool((ge > 0 and fe >= keep * ge) or (gr > 0 and fr >= keep * gr))
+
+
+def _saddle_at(land, t: Transition, config: ProbeConfig) -> None:
+    """Refine the saddle of E from the highest-error point of the jump segment x_lo -> x_hi."""
+    w = np.linspace(0.0, 1.0, max(int(config.saddle_points), 3))
+    seg = ((1 - w)[:, None] * t.x_lo.astype(np.float64) + w[:, None] * t.x_hi.astype(np.float64)).astype(land.np_dtype)
+    e = land.evaluate(seg, 0.0, None)["train_error"]
+    x0 = seg[int(np.nanargmax(e))]
+    max_step = config.saddle_max_step
+    if max_step is None:
+        max_step = 0.1 * float(np.linalg.norm(t.x_hi.astype(np.float64) - t.x_lo.astype(np.float64))) or None
+    t.saddle = refine_saddle(land, x0, method=config.saddle_method, steps=config.saddle_steps, subset=config.saddle_subset,
+                             max_step=max_step)
+
+
+def _excursions(land, live: list[Transition], ref, seeds, config: ProbeConfig, rec: _Recorder, basins, strengths, alphas,
+                progress) -> None:
+    """Raise beta ``excursion_up`` grid steps past each jump, then walk back down to the grid's start."""
+    J = len(live)
+    scheds = []
+    for t in live:
+        i_hi = t.index + 1
+        top = min(len(alphas) - 1, i_hi + int(config.excursion_up))
+        up = list(range(i_hi + 1, top + 1))
+        down = list(range(top - 1, -1, -1))
+        scheds.append([float(alphas[i]) for i in up + down])
+    L = max(len(s) for s in scheds)
+    if L == 0:
+        return
+    sched = np.array([s + [s[-1]] * (L - len(s)) for s in scheds]).T  # (L, J)
+    x = np.stack([t.x_hi for t in live])
+    jref = np.stack([ref[t.member] for t in live])
+    jseeds = [seeds[t.member] for t in live]
+    errs = np.zeros((L, J))
+    labs: list[list] = []
+    ge = np.zeros(J)
+    for s in range(L):
+        res = land.minimise(x, sched[s], jref, step=200000 + s, seeds=jseeds)
+        x = res.x
+        res.metrics["dist"] = np.linalg.norm(x.astype(np.float64) - jref.astype(np.float64), axis=1)
+        b = land.basins(x, res.metrics)
+        live_now = np.array([s < len(sc) for sc in scheds])
+        ge += np.where(live_now, res.grad_evals, 0)
+        errs[s] = res.metrics["train_error"]
+        labs.append(b)
+        st = conventions.from_alpha(sched[s], config.convention) * np.ones(J)
+        rec.rows("excursion", s, [t.index for t in live], st, sched[s], [t.member for t in live], res, x, jref, b)
+        if progress:
+            progress("excursion", s + 1, L)
+    for j, t in enumerate(live):
+        m = len(scheds[j])
+        seq = [labs[s][j] for s in range(m)]
+        end = seq[-1] if seq else t.basin_hi
+        ret = float("nan")
+        for s in range(m):
+            if seq[s] != t.basin_hi and sched[s, j] < t.alpha_lo:
+                ret = float(conventions.from_alpha(sched[s, j], config.convention))
+                break
+        t.excursion = Excursion(
+            strengths=np.asarray(conventions.from_alpha(sched[:m, j], config.convention), np.float64).reshape(-1),
+            errors=errs[:m, j], basins=seq, end_basin=end, start_basin=basins[0][t.member], pre_basin=t.basin_lo,
+            returned=bool(end == t.basin_lo), return_strength=ret, grad_evals=float(ge[j]))

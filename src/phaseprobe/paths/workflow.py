@@ -1,0 +1,556 @@
+"""End-to-end path experiments behind ``phaseprobe connect`` and ``phaseprobe basins``.
+
+* :func:`connect` -- minima (from a sweep run folder, or fresh seeds trained first), the L2
+  probe between every requested pair (ONE ensemble, member k starts at ``a_k`` with
+  ``w_ref = b_k``), linear interpolation and trained Bezier curves on the same pairs (one
+  ensemble), dense evaluation of every path, barriers, lengths and gradient evaluations, saddles
+  at the probe's jumps; tables, figures and a report section in the run folder.
+* :func:`basins` -- the basin hierarchy: probes with ``w_ref = 0`` from trained minima (one
+  ensemble over seeds), bisected transitions, saddles, excursions, then *nested* probes from
+  the start model toward every transition model (``w_ref = T_k``); the graph of basins
+  (class sets) and saddles, drawn and tabulated.
+
+A :class:`PathSpec` holds the settings: the data and model fields of a sweep spec
+(:class:`phaseprobe.sweep.spec.SweepSpec`) plus the probe's. Everything is validated before
+any compute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import jax
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from phaseprobe import conventions
+from phaseprobe.errors import SpecError
+from phaseprobe.paths.landscape import PathError
+
+DATA_MODEL_FIELDS = ("dataset", "classes", "n_train", "n_test", "normalize", "data_dir", "data_seed", "data_options",
+                     "model", "depth", "width", "activation", "bias", "init", "init_scale", "gamma", "sigma",
+                     "model_options", "loss")
+
+
+class PathSpec(BaseModel):
+    """Settings of a connect or basins experiment (strengths in ``convention``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "paths"
+    # data and model (as in a sweep spec)
+    dataset: str = "digits"
+    classes: Optional[Union[int, list[int]]] = None
+    n_train: Optional[int] = None
+    n_test: Optional[int] = None
+    normalize: Optional[str] = None
+    data_dir: Optional[str] = None
+    data_seed: int = 0
+    data_options: dict[str, Any] = {}
+    model: str = "mlp"
+    depth: int = 2
+    width: int = 32
+    activation: str = "sigmoid"
+    bias: bool = True
+    init: str = "torch"
+    init_scale: float = 1.0
+    gamma: Optional[float] = None
+    sigma: Optional[float] = None
+    model_options: dict[str, Any] = {}
+    loss: str = "ce"
+    # minima
+    run: list[str] = []  # sweep run folders to take minima from (one or two); empty: train fresh seeds
+    run_seeds: Optional[list[int]] = None  # which seeds of the run(s); default: the first ones
+    seeds: Union[int, list[int]] = 2  # fresh minima: number of seeds or the list
+    start_epochs: int = 150
+    start_patience: Optional[int] = 10
+    pairs: Optional[list[list[int]]] = None  # index pairs into the minima; default (0,1), (1,2), ...
+    # the probe (published settings)
+    strengths: str = "auto"  # grid 'lin:0:0.05:26' / list, or 'auto' (connect: up to auto_scale/||a-b||^2)
+    n_strengths: int = 16
+    auto_scale: float = 20.0
+    convention: str = "l2"
+    lr: float = 1.5e-3
+    batch_size: Optional[int] = 64
+    epochs: int = 50
+    patience: Optional[int] = 5
+    min_jump: float = 0.02
+    k_sigma: float = 3.0
+    bisect: bool = True
+    bisect_tol: float = 1e-10
+    bisect_max_steps: int = 40
+    saddles: bool = True
+    saddle_method: str = "gad"
+    saddle_steps: int = 20
+    saddle_subset: Optional[int] = 2000
+    excursion: bool = False
+    excursion_up: int = 2
+    hessian_k: int = 0
+    hessian_every: int = 1
+    hessian_subset: Optional[int] = 2000
+    nest: bool = True
+    max_nest: int = 4
+    learned: float = 0.5
+    # baselines and evaluation
+    bezier: bool = True
+    bezier_epochs: int = 50
+    bezier_patience: Optional[int] = None
+    bezier_chunk: Optional[int] = None
+    n_points: int = 41
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def sweep_part(self) -> dict:
+        d = {k: getattr(self, k) for k in DATA_MODEL_FIELDS}
+        d.update(alphas="0", mode="cold", seeds=[0], optimizer="adam", lr=self.lr, batch_size=self.batch_size, epochs=self.epochs,
+                 patience=self.patience, name=self.name)
+        return d
+
+    def check(self, kind: str) -> "PathSpec":
+        from phaseprobe.sweep.spec import make_spec, parse_grid
+
+        make_spec(self.sweep_part())
+        conventions.check_convention(self.convention)
+        if self.convention == "decoupled":
+            raise SpecError("convention: the probe's penalty is in the gradient; use 'l2' or 'wd'")
+        if str(self.strengths).strip() != "auto":
+            g = parse_grid(self.strengths)
+            if g.size < 2 or np.any(np.diff(g) <= 0):
+                raise SpecError("strengths: the probe only raises beta; give a strictly increasing grid of >= 2 values, e.g. 'lin:0:0.05:26'")
+        elif kind == "basins":
+            raise SpecError("strengths: 'auto' only works for connect; give the basins grid, e.g. strengths = 'lin:0:0.05:26'")
+        for name in ("n_strengths", "epochs", "start_epochs", "bezier_epochs", "n_points"):
+            if getattr(self, name) < 2 if name in ("n_strengths", "n_points") else getattr(self, name) < 1:
+                raise SpecError(f"{name}: must be a positive integer (n_strengths, n_points >= 2), got {getattr(self, name)}")
+        if not (self.auto_scale > 0):
+            raise SpecError(f"auto_scale: must be > 0, got {self.auto_scale}")
+        if not (self.lr > 0):
+            raise SpecError(f"lr: must be a positive number, got {self.lr}")
+        if self.saddle_method not in ("gad", "gradnorm"):
+            raise SpecError(f"saddle_method: unknown '{self.saddle_method}'; use 'gad' or 'gradnorm'")
+        if len(self.run) > 2:
+            raise SpecError(f"run: give one or two sweep run folders, got {len(self.run)}")
+        for r in self.run:
+            if not Path(r).exists():
+                raise SpecError(f"run: folder '{r}' does not exist; give a `phaseprobe sweep --out` folder")
+        if self.run:
+            check_runs(self.run)
+        if self.pairs is not None:
+            for p in self.pairs:
+                if len(p) != 2 or p[0] == p[1] or min(p) < 0:
+                    raise SpecError(f"pairs: each pair is two different minimum indices, got {p}")
+        if not self.run:
+            seeds = self.seed_list()
+            if len(seeds) < (2 if kind == "connect" else 1):
+                raise SpecError(f"seeds: connect needs at least 2 minima, got {len(seeds)} seeds")
+        return self
+
+    def seed_list(self) -> list[int]:
+        if isinstance(self.seeds, int):
+            return list(range(self.seeds))
+        return [int(s) for s in self.seeds]
+
+
+def make_path_spec(data: dict, kind: str) -> PathSpec:
+    try:
+        return PathSpec(**data).check(kind)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "spec"
+        if err["type"] == "extra_forbidden":
+            raise SpecError(f"{field}: unknown field; check its spelling (see `phaseprobe {kind} --help`)") from None
+        raise SpecError(f"{field}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def load_spec_file(path: str | Path, kind: str) -> dict:
+    import tomllib
+
+    p = Path(path)
+    if not p.exists():
+        raise SpecError(f"spec: file '{p}' does not exist; give the path of a TOML spec (see examples/)")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"spec: '{p}' is not valid TOML ({e}); fix the file") from None
+    return data.get(kind, data)
+
+
+# ---------------------------------------------------------------------------------------------
+# minima
+# ---------------------------------------------------------------------------------------------
+def landscape_for(spec: PathSpec, *, sweep_spec=None):
+    """(SweepContext, NetworkLandscape) for the spec's data and model (or a run's sweep spec)."""
+    from phaseprobe.paths.landscape import NetworkLandscape
+    from phaseprobe.sweep.run import SweepContext
+    from phaseprobe.sweep.spec import make_spec
+    from phaseprobe.train import TrainConfig
+
+    sp = make_spec(spec.sweep_part()) if sweep_spec is None else sweep_spec
+    ctx = SweepContext(sp)
+    cfg = TrainConfig(loss=sp.loss, optimizer="adam", lr=spec.lr, batch_size=spec.batch_size, epochs=spec.epochs,
+                      patience=spec.patience, penalty_on="all")
+    one = ctx.make_one(jax.random.PRNGKey(0))
+    return ctx, NetworkLandscape(one, ctx.dataset, cfg, learned=spec.learned)
+
+
+def _arch(spec_dict: dict) -> dict:
+    keys = ("dataset", "classes", "n_train", "model", "depth", "width", "activation", "bias", "model_options", "loss")
+    return {k: spec_dict.get(k) for k in keys}
+
+
+def check_runs(run_dirs) -> list[dict]:
+    """The sweep specs of the run folders, or a :class:`PathError` (not a sweep, no parameters,
+    architectures that differ); reads only ``spec.json`` and the parameter file names."""
+    from phaseprobe.store import RunStore
+
+    specs = []
+    for r in [Path(x) for x in run_dirs]:
+        st = RunStore(r)
+        meta = st.meta()
+        if meta.get("kind") != "sweep":
+            raise PathError(f"run: '{r}' was made by `phaseprobe {meta.get('kind')}`, not a sweep; give a `phaseprobe sweep --out` folder")
+        if not st.has_params():
+            raise PathError(f"run: '{r}' has no saved parameters (params/*.npz); rerun `phaseprobe sweep --out {r}` to completion first")
+        specs.append(meta["spec"])
+    if len(specs) == 2 and _arch(specs[0]) != _arch(specs[1]):
+        diff = [k for k in _arch(specs[0]) if _arch(specs[0])[k] != _arch(specs[1])[k]]
+        k0 = diff[0]
+        raise PathError(f"run: the two runs' minima differ in architecture or data ({k0}: {specs[0].get(k0)} vs {specs[1].get(k0)}); "
+                        "connect minima of one architecture on one dataset")
+    return specs
+
+
+def load_minima(run_dirs, *, seeds=None, n: int = 2):
+    """Minima saved by sweep runs: ``(sweep_spec, [(run, piece, member, seed, alpha)], stacked arrays per piece)``.
+
+    Takes the final models at the smallest strength of each run (cold or up branch), distinct
+    seeds (``seeds`` picks them; default the first ``n`` in all). Raises :class:`PathError` when a
+    folder is not a sweep run, has no parameters, or the runs' architectures differ.
+    """
+    from phaseprobe.store import RunStore
+    from phaseprobe.sweep.spec import make_spec
+
+    run_dirs = [Path(r) for r in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
+    if not run_dirs:
+        raise PathError("run: give at least one sweep run folder")
+    specs = check_runs(run_dirs)
+    found = []
+    for r in run_dirs:
+        pieces = sorted(p.stem for p in (r / "params").glob("*.npz") if not p.name.startswith(".tmp-"))
+        for piece in pieces:
+            rp = r / "records" / f"{piece}.parquet"
+            if not rp.exists():
+                continue
+            df = pd.read_parquet(rp)
+            fin = df[df["final"]] if "final" in df.columns else df
+            for m, row in enumerate(fin.itertuples(index=False)):
+                if getattr(row, "branch", "cold") not in ("cold", "up"):
+                    continue
+                found.append({"run": str(r), "piece": piece, "member": m, "seed": int(row.seed), "alpha": float(row.alpha),
+                              "alpha_index": int(row.alpha_index), "branch": row.branch, "test_acc": float(getattr(row, "test_acc", np.nan))})
+    if not found:
+        raise PathError(f"run: no final models on a cold or up branch in {', '.join(map(str, run_dirs))}; run a cold or loop sweep first")
+    fr = pd.DataFrame(found)
+    a_min = fr["alpha"].min()
+    fr = fr[fr["alpha"] == a_min]
+    chosen = []
+    if seeds is not None:
+        for s in seeds:
+            hit = fr[fr["seed"] == int(s)]
+            if hit.empty:
+                raise PathError(f"run_seeds: seed {s} has no model at the smallest strength in the run(s); available: {sorted(fr['seed'].unique())}")
+            chosen.append(hit.iloc[0].to_dict())
+    else:
+        seen = set()
+        for row in fr.itertuples(index=False):
+            key = (row.run, row.seed)
+            if key in seen:
+                continue
+            seen.add(key)
+            chosen.append(row._asdict())
+            if len(chosen) >= n:
+                break
+    if len(chosen) < n:
+        raise PathError(f"run: found {len(chosen)} minima at the smallest strength, need {n}; run the sweep with more seeds")
+    return make_spec(specs[0]), chosen
+
+
+def minima_from_runs(spec: PathSpec, land, ctx, chosen) -> np.ndarray:
+    from phaseprobe.store import RunStore
+
+    out = []
+    for c in chosen:
+        st = RunStore(c["run"])
+        arrays = st.load_params(c["piece"])
+        k = int(np.asarray(arrays["p000"]).shape[0])
+        model = ctx.arrays_to_model(arrays, k)
+        x = land.flatten_model(model)
+        out.append(x[int(c["member"])])
+    return np.stack(out)
+
+
+def train_minima(land, ctx, seeds, spec: PathSpec) -> tuple[np.ndarray, dict]:
+    """Fresh minima: every seed trained at strength 0 (one ensemble) with the probe's optimiser."""
+    from dataclasses import replace
+
+    from phaseprobe.train import Trainer
+
+    cfg = replace(land.config, epochs=spec.start_epochs, patience=spec.start_patience)
+    tr = Trainer(ctx.members([seeds[0]]), ctx.dataset, cfg)
+    keys = jax.numpy.stack([jax.random.fold_in(jax.random.PRNGKey(s), 3) for s in seeds])
+    res = tr.train(ctx.members(seeds), jax.numpy.zeros(len(seeds)), key=keys)
+    x = land.flatten_model(res.model)
+    rec = res.records[-1]
+    info = {"epochs": np.asarray(res.state.epochs).tolist(), "train_error": np.asarray(rec["train_error"]).tolist(),
+            "test_acc": np.asarray(rec.get("test_acc", [np.nan] * len(seeds))).tolist(),
+            "grad_evals": (np.asarray(res.state.epochs) * land.n_samples).tolist()}
+    return x, info
+
+
+def get_minima(spec: PathSpec, n: int, progress=None):
+    """``(ctx, land, minima (M, P), labels, info)`` from the spec's run folder(s) or fresh seeds."""
+    if spec.run:
+        sweep_spec, chosen = load_minima(spec.run, seeds=spec.run_seeds, n=n)
+        ctx, land = landscape_for(spec, sweep_spec=sweep_spec)
+        x = minima_from_runs(spec, land, ctx, chosen)
+        labels = [f"seed{c['seed']}" + (f"@{Path(c['run']).name}" if len(spec.run) > 1 else "") for c in chosen]
+        return ctx, land, x, labels, {"source": "run", "chosen": chosen}
+    ctx, land = landscape_for(spec)
+    seeds = spec.seed_list()
+    if progress:
+        progress("training minima", 0, 1)
+    x, info = train_minima(land, ctx, seeds, spec)
+    return ctx, land, x, [f"seed{s}" for s in seeds], {"source": "fresh", **info}
+
+
+def _n_minima(spec: PathSpec) -> int:
+    if spec.pairs:
+        return max(max(p) for p in spec.pairs) + 1
+    if spec.run:
+        return len(spec.run_seeds) if spec.run_seeds else 2
+    return len(spec.seed_list())
+
+
+def _pairs(spec: PathSpec, m: int) -> list[tuple[int, int]]:
+    pairs = [tuple(p) for p in spec.pairs] if spec.pairs else [(i, i + 1) for i in range(m - 1)]
+    for a, b in pairs:
+        if max(a, b) >= m:
+            raise PathError(f"pairs: index {max(a, b)} out of range; there are {m} minima (0..{m - 1})")
+    return pairs
+
+
+def probe_config(spec: PathSpec, strengths, *, excursion=None) -> "ProbeConfig":
+    from phaseprobe.paths.probe import ProbeConfig
+
+    return ProbeConfig(strengths=strengths, convention=spec.convention, min_jump=spec.min_jump, k_sigma=spec.k_sigma,
+                       bisect=spec.bisect, bisect_tol=spec.bisect_tol, bisect_max_steps=spec.bisect_max_steps,
+                       saddles=spec.saddles, saddle_method=spec.saddle_method, saddle_steps=spec.saddle_steps,
+                       saddle_subset=spec.saddle_subset, excursion=spec.excursion if excursion is None else excursion,
+                       excursion_up=spec.excursion_up, hessian_k=spec.hessian_k, hessian_every=spec.hessian_every,
+                       hessian_subset=spec.hessian_subset)
+
+
+def auto_strengths(spec: PathSpec, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connect grid: ``n_strengths`` linear steps up to ``auto_scale / min_k ||a_k - b_k||^2`` (canonical
+    alpha), expressed in the spec's convention. The grid starts one step above 0: the end
+    points are trained minima already, so the paper's first point (strength 0) is skipped."""
+    d2 = float(np.min(np.sum(np.square(a.astype(np.float64) - b.astype(np.float64)), axis=1)))
+    if not d2 > 0:
+        raise PathError("pairs: two of the minima are identical; connect different minima")
+    amax = spec.auto_scale / d2
+    alphas = np.linspace(amax / spec.n_strengths, amax, spec.n_strengths)
+    return np.asarray(conventions.from_alpha(alphas, spec.convention), np.float64).reshape(-1)
+
+
+def _grid(spec: PathSpec) -> np.ndarray:
+    from phaseprobe.sweep.spec import parse_grid
+
+    return np.asarray(parse_grid(spec.strengths), np.float64)
+
+
+class _Store:
+    """Write probe pieces (records + checkpoint) into a run folder as they finish."""
+
+    def __init__(self, out: Path, spec: PathSpec, kind: str, prefix: str = ""):
+        from phaseprobe.store import RunStore
+
+        self.store = RunStore(out)
+        self.prefix = prefix
+        self.store.init(spec.model_dump(), spec.hash(), kind=kind)
+
+    def on_step(self, phase, step, df, x):
+        self.store.write_piece(f"{self.prefix}{phase}-s{step:06d}", df, {"x": np.asarray(x)})
+
+
+# ---------------------------------------------------------------------------------------------
+# connect
+# ---------------------------------------------------------------------------------------------
+def connect(spec: PathSpec, out: str | Path, *, progress: Callable | None = None, figures: bool = True) -> dict:
+    """Probe, linear and Bezier paths between pairs of minima; returns tables and figure paths."""
+    from phaseprobe.paths.baselines import fit_bezier
+    from phaseprobe.paths.metrics import evaluate_bezier, evaluate_linear, evaluate_polyline
+    from phaseprobe.paths.probe import run_probe
+
+    out = Path(out)
+    t_all = time.perf_counter()
+    ctx, land, minima, labels, info = get_minima(spec, _n_minima(spec), progress)
+    pairs = _pairs(spec, len(minima))
+    a = minima[[p[0] for p in pairs]]
+    b = minima[[p[1] for p in pairs]]
+    names = [f"{labels[i]}->{labels[j]}" for i, j in pairs]
+    strengths = auto_strengths(spec, a, b) if str(spec.strengths).strip() == "auto" else _grid(spec)
+    store = _Store(out, spec, "connect")
+    cfg = probe_config(spec, strengths)
+    t0 = time.perf_counter()
+    res = run_probe(land, a, b, cfg, seeds=list(range(len(pairs))), labels=names, on_step=store.on_step, progress=progress)
+    t_probe = time.perf_counter() - t0
+    evals = []
+    for k, name in enumerate(names):
+        v, marks = res.path_vertices(k, saddles=True, to_ref=True)
+        v0, _ = res.path_vertices(k, saddles=False, to_ref=True)
+        evals.append(evaluate_polyline(land, v0, "probe", n_points=spec.n_points, grad_evals=res.total_grad_evals(k, saddles=False),
+                                       seconds=t_probe / len(names), pair=name))
+        if any(t.saddle is not None for t in res.member_transitions(k)):
+            evals.append(evaluate_polyline(land, v, "probe+saddle", n_points=spec.n_points, grad_evals=res.total_grad_evals(k),
+                                           seconds=t_probe / len(names), marks=marks, pair=name))
+        evals.append(evaluate_linear(land, a[k], b[k], n_points=spec.n_points, pair=name))
+        if progress:
+            progress("evaluating paths", k + 1, len(names))
+    bez = None
+    if spec.bezier:
+        from dataclasses import replace
+
+        bcfg = replace(land.config, epochs=spec.bezier_epochs, patience=spec.bezier_patience)
+        t0 = time.perf_counter()
+
+        def on_chunk(c):
+            return {"barrier": [evaluate_bezier(land, a[k], c[k], b[k], n_points=spec.n_points).barrier for k in range(len(names))]}
+
+        bez = fit_bezier(land, a, b, epochs=spec.bezier_epochs, config=bcfg, seeds=list(range(len(pairs))),
+                         chunk_epochs=spec.bezier_chunk, on_chunk=on_chunk if spec.bezier_chunk else None)
+        t_bez = time.perf_counter() - t0
+        for k, name in enumerate(names):
+            evals.append(evaluate_bezier(land, a[k], bez.control[k], b[k], n_points=spec.n_points, grad_evals=float(bez.grad_evals[k]),
+                                         seconds=t_bez / len(names), pair=name))
+    summary = pd.DataFrame([e.summary() for e in evals])
+    summary.insert(2, "grad_evals_probe_steps", [res.total_grad_evals(names.index(e.pair), bisect=False, saddles=False)
+                                                 if e.method.startswith("probe") else np.nan for e in evals])
+    dense = pd.concat([e.frame() for e in evals], ignore_index=True)
+    trans = res.transitions_frame()
+    dense.to_parquet(out / "paths.parquet", index=False)
+    summary.to_csv(out / "paths_summary.csv", index=False)
+    trans.to_csv(out / "transitions.csv", index=False)
+    _save_transition_models(out, res, names)
+    result = {"summary": summary, "transitions": trans, "probe": res, "evals": evals, "bezier": bez, "labels": labels,
+              "pairs": pairs, "strengths": strengths, "info": info, "land": land, "seconds": time.perf_counter() - t_all}
+    if figures:
+        result["figures"] = _connect_figures(out, spec, result, ctx)
+    return result
+
+
+def _save_transition_models(out: Path, res, names) -> None:
+    d = out / "transition_models"
+    d.mkdir(exist_ok=True)
+    for t in res.transitions:
+        arrays = {"x_lo": t.x_lo, "x_hi": t.x_hi, "strength_lo": np.float64(t.strength_lo), "strength_hi": np.float64(t.strength_hi)}
+        if t.saddle is not None:
+            arrays["saddle"] = t.saddle.x
+        np.savez_compressed(d / f"m{t.member:02d}-i{t.index:04d}.npz", **arrays)
+
+
+def _connect_figures(out: Path, spec: PathSpec, result: dict, ctx) -> list[Path]:
+    from phaseprobe.paths.plots import plot_paths, plot_probe
+    from phaseprobe.plots.report import add_section
+
+    names = ctx.dataset.meta.get("class_names")
+    f1 = plot_paths(result["evals"], out / "paths.png", title=f"{ctx.dataset.name}: error along the paths", class_names=names)
+    f2 = plot_probe(result["probe"], out / "probe.png", title=f"{ctx.dataset.name}: L2 probe between minima (w_ref = the other minimum)",
+                    class_names=names)
+    s = result["summary"]
+    text = ("Paths between pairs of minima: the L2 probe (the published protocol: E + beta*||w - w_ref||^2 with w_ref the "
+            "other minimum, beta raised on a linear grid, warm-started, fresh Adam per beta), linear interpolation and a "
+            "quadratic Bezier curve (Garipov et al.). Barrier = max training error along the path minus the mean of the two "
+            "ends; grad_evals = per-sample gradient evaluations spent to build the path (probe: its strengths plus the "
+            "bisection; probe+saddle adds the saddle search). The bisection, saddles and barriers are phaseprobe's additions.")
+    add_section(out, "connect", "Paths between minima (L2 probe vs baselines)", text, [f1, f2],
+                {"paths": s.round(5), "transitions": result["transitions"].round(6) if len(result["transitions"]) else result["transitions"]},
+                order=60)
+    return [f1, f2]
+
+
+# ---------------------------------------------------------------------------------------------
+# basins
+# ---------------------------------------------------------------------------------------------
+def basins(spec: PathSpec, out: str | Path, *, progress: Callable | None = None, figures: bool = True) -> dict:
+    """Probes with w_ref = 0 (seeds ensemble), transitions, saddles, excursions, nested probes; the basin graph."""
+    from phaseprobe.paths.basins import build_basin_graph
+    from phaseprobe.paths.probe import run_probe
+
+    out = Path(out)
+    t_all = time.perf_counter()
+    n_min = len(spec.run_seeds) if (spec.run and spec.run_seeds) else (len(spec.seed_list()) if not spec.run else 1)
+    ctx, land, minima, labels, info = get_minima(spec, n_min, progress)
+    strengths = _grid(spec)
+    store = _Store(out, spec, "basins")
+    cfg = probe_config(spec, strengths)
+    res0 = run_probe(land, minima, None, cfg, seeds=list(range(len(minima))), labels=[f"{l} -> 0" for l in labels],
+                     on_step=store.on_step, progress=progress)
+    results = [res0]
+    names = ["ref0"]
+    nested = None
+    live = [t for t in res0.transitions if t.confirmed is not False]
+    if spec.nest and live:
+        # nesting: from each member's start model toward its transition models (post-jump side), one ensemble
+        targets = sorted(live, key=lambda t: (t.member, t.index))[: spec.max_nest]
+        starts = np.stack([minima[t.member] for t in targets])
+        refs = np.stack([t.x_hi for t in targets])
+        d2 = np.sum(np.square(starts.astype(np.float64) - refs.astype(np.float64)), axis=1)
+        amax = spec.auto_scale / float(np.min(d2))
+        grid = np.asarray(conventions.from_alpha(np.linspace(0.0, amax, spec.n_strengths + 1), spec.convention), np.float64).reshape(-1)
+        ncfg = probe_config(spec, grid, excursion=False)
+        st2 = _Store(out, spec, "basins", prefix="nest-")
+        nested = run_probe(land, starts, refs, ncfg, seeds=[100 + i for i in range(len(targets))],
+                           labels=[f"{labels[t.member]} -> T@{t.strength_c:.4g}" for t in targets], on_step=st2.on_step,
+                           progress=progress)
+        results.append(nested)
+        names.append("nest")
+    graph = build_basin_graph(results, names)
+    nodes, edges = graph.nodes_frame(), graph.edges_frame()
+    trans = pd.concat([r.transitions_frame().assign(probe=n) for r, n in zip(results, names)], ignore_index=True)
+    nodes.to_csv(out / "basin_nodes.csv", index=False)
+    edges.to_csv(out / "basin_edges.csv", index=False)
+    trans.to_csv(out / "transitions.csv", index=False)
+    _save_transition_models(out, res0, labels)
+    result = {"graph": graph, "nodes": nodes, "edges": edges, "transitions": trans, "probe": res0, "nested": nested,
+              "labels": labels, "info": info, "land": land, "seconds": time.perf_counter() - t_all}
+    if figures:
+        result["figures"] = _basins_figures(out, spec, result, ctx)
+    return result
+
+
+def _basins_figures(out: Path, spec: PathSpec, result: dict, ctx) -> list[Path]:
+    from phaseprobe.paths.basins import draw_basin_graph
+    from phaseprobe.paths.plots import plot_probe
+    from phaseprobe.plots.report import add_section
+
+    names = ctx.dataset.meta.get("class_names")
+    f1 = draw_basin_graph(result["graph"], out / "basins.png", title=f"{ctx.dataset.name}: accuracy basins and the saddles between them")
+    f2 = plot_probe(result["probe"], out / "probe.png", title=f"{ctx.dataset.name}: L2 probe toward w_ref = 0", class_names=names)
+    figs = [f1, f2]
+    if result["nested"] is not None:
+        figs.append(plot_probe(result["nested"], out / "probe_nested.png",
+                               title=f"{ctx.dataset.name}: nested probes toward the transition models", class_names=names))
+    text = ("Basins = the set of classes a model encodes (test recall and precision >= the spec's threshold), with the best "
+            "test accuracy seen in it; edges = jumps of the L2 probe (w_ref = 0, then nested probes toward each transition "
+            "model), with the saddle of the unregularised error refined between the two transition models: its height E_s, "
+            "index and negative eigenvalues. Bisection, saddles, excursions and the graph are phaseprobe's additions to "
+            "the published protocol.")
+    tables = {"basins": result["nodes"].round(4), "edges": result["edges"].round(5) if len(result["edges"]) else result["edges"]}
+    add_section(out, "basins", "Basin hierarchy (L2 probe)", text, figs, tables, order=61)
+    return figs
