@@ -11,7 +11,11 @@ Tasks, with the same amount of work on each side:
   ``eigenvalues(maxIter=iters, tol=-inf)`` never stops early with that tolerance);
 * Hutchinson trace with ``--probes`` Rademacher probes (``trace(maxIter=probes, tol=-inf)``).
 
-Times are wall-clock medians of ``--repeats`` runs. PyHessian's time includes building its
+Both sides run on ``--threads`` CPU threads (default 1: torch's intra-op pool and XLA's Eigen
+pool). On a CPU shared with other work, two torch threads were 18x slower than one (spin-waiting
+OpenMP threads under oversubscription: 32.8 s against 1.8 s for the 100-probe trace), so the
+default is the setting that is fairest to PyHessian there. Times are wall-clock medians of
+``--repeats`` runs. PyHessian's time includes building its
 ``hessian`` object (one forward and a create-graph backward it reuses for every HVP);
 phaseprobe's steady-state time reuses its compiled program (the situation along an alpha path),
 and the first call including compilation is reported separately. Other processes may share
@@ -23,12 +27,29 @@ the CPU: medians of repeats, and both sides measured interleaved.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import equinox as eqx
-import jax
-import numpy as np
+
+def _threads_from_argv(argv) -> int:
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return 1
+
+
+# XLA reads its flags when jax is first imported: set the thread count before that
+if _threads_from_argv(sys.argv) == 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+
+import equinox as eqx  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def load_digits_arrays():
@@ -143,11 +164,14 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads for both libraries (1 or the machine's default)")
     args = ap.parse_args(argv)
     import torch
 
+    torch.set_num_threads(args.threads)
+
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); digits 1797 x 64, MLP depth {args.depth}, relu, full batch")
+          f"({torch.get_num_threads()} threads; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}); digits 1797 x 64, MLP depth {args.depth}, relu, full batch")
     rows = []
     for w in args.widths:
         print(f"width {w}:")

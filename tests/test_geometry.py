@@ -127,6 +127,8 @@ def test_hvp_equals_dense_hessian_and_jax_hessian():
         H_ref = np.asarray(jax.jit(jax.hessian(f))(flat))  # forward-over-reverse Jacobian, independent path
         assert H.shape == (flat.size, flat.size)
         np.testing.assert_allclose(H, H_ref, atol=1e-12, rtol=1e-10)
+        # batched columns (the accelerator default; remainder batch included) give the same matrix
+        np.testing.assert_allclose(exact_hessian(E, p, batch_size=8), H, atol=1e-13)
         # central finite differences of the gradient, column by column (independent of autodiff HVPs)
         g = jax.jit(jax.grad(f))
         h = 1e-5
@@ -300,6 +302,11 @@ def test_slq_and_hutchinson_on_mlp_within_three_standard_errors():
         assert abs(dens.moment(1) - tr / n) < 3 * dens.moment_se(1)
         assert abs(dens.moment(2) - tr2 / n) < 3 * dens.moment_se(2)
         te = hutchinson(E, p, 200, key=4)
+        # vectorised probe batches (the accelerator default) draw the same probes
+        te7 = hutchinson(E, p, 200, key=4, probe_batch=7)
+        np.testing.assert_allclose(te7.samples_vHv, te.samples_vHv, rtol=1e-10, atol=1e-12)
+        dens4 = slq_density(E, p, n_probes=64, num_iter=30, key=3, probe_batch=4)
+        np.testing.assert_allclose(dens4.nodes, dens.nodes, atol=1e-8)
         assert abs(te.tr_H - tr) < 3 * te.tr_H_se
         assert abs(te.tr_H2 - tr2) < 3 * te.tr_H2_se
         assert abs(te.tr_H_sq - tr**2) < 3 * te.tr_H_sq_se
@@ -484,6 +491,11 @@ def test_analyze_minima_exact_and_stochastic_agree():
         assert ex["saddle_index_L"][i] == int(np.sum(lamL < -ex["tol"][i]))
         assert abs(ex["grad_norm_L"][i] - np.linalg.norm(gL)) < 1e-5
         assert abs(ex["L"][i] - float(_call(L, p))) < 1e-5
+    # an anchored penalty: with ref = member 0's own weights its distance is 0 and L = E there
+    anc = analyze_minima(stacked, (x, y), "ce", alphas, refs=params_of(ms[0]), penalty_on="weights", lanczos_k=2)
+    assert anc["dist_ref"][0] == 0.0 and anc["L"][0] == anc["E"][0]
+    La = make_loss_fn(ms[2], (x, y), "ce", alphas[2], ref=params_of(ms[0]), penalty_on="weights")
+    assert abs(anc["L"][2] - float(_call(La, params_of(ms[2])))) < 1e-5
     n = ex["n_params"][0]
     st = analyze_minima(stacked, (x, y), "ce", alphas, penalty_on="weights", exact=False, n_probes=200,
                         lanczos_k=2, num_iter=n, key=7)

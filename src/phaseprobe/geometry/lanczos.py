@@ -396,7 +396,8 @@ def slq_density(
     node minus 6 sigma to the largest plus 6 sigma (``n_grid`` points), so the density
     integrates to 1 up to the grid's quadrature error.
     """
-    n_probes = _check_probes(n_probes) if n_probes != 1 else 1
+    if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
+        raise GeometryError(f"n_probes: needs a positive integer, got {n_probes!r}")
     n = num_params(params)
     m = int(min(num_iter, n))
     if m < 1:

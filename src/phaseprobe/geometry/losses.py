@@ -146,6 +146,8 @@ def make_error_fn(model, data, loss: str = "ce", *, chunk_size: int = 4096) -> E
     n_chunks = int(math.ceil(n / chunk))
     x = x.astype(np.float32) if not np.issubdtype(x.dtype, np.floating) else x
     y = y.astype(np.int32) if classification else y.astype(x.dtype)
+    if not classification and y.ndim == 1:
+        y = y[:, None]  # one regression output per example
     w = np.zeros(n_chunks * chunk, np.float32)
     w[:n] = 1.0
     return ErrorFn(
