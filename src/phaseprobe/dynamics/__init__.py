@@ -1,0 +1,1 @@
+"""Deep-linear training dynamics: init-scale phases, rank trajectories, plateaus and saddles."""

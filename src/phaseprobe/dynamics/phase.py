@@ -1,0 +1,205 @@
+"""The phase diagram of deep linear training over the init scale ``gamma`` and the width ``w``.
+
+Every layer starts i.i.d. ``N(0, w^-gamma)``. Per width, all ``gamma x seed`` combinations are
+the members of ONE ensemble (same shapes) integrated together; a seed fixes the unit-variance
+draws, so across ``gamma`` only the scale changes. Per member (:func:`summarize`):
+
+* ``disp_abs`` = ``||theta_end - theta_0||`` -- THE order parameter: it goes to 0 as the width
+  grows in the lazy regime (``gamma < 1``, displacement ``~ w^-(1-gamma)(L-1)/2``) and stays O(1)
+  in the saddle-to-saddle regime; ``disp_rel`` = ``disp_abs / ||theta_0||`` (misleading for
+  ``1 < gamma < 2`` at depth >= 3, where ``||theta_0|| ~ w^(1 - gamma/2)`` grows with the width);
+* ``n_plateaus`` -- plateaus of the loss in log time (:func:`~phaseprobe.dynamics.plateaus.detect_plateaus`);
+* ``t_escape_k`` -- the loss first halfway between the oracle levels of the rank-(k-1) and rank-k
+  saddles; ``stagger`` = ``t_escape_r / t_escape_1`` (1 when all modes are learned together, the
+  lazy signature; ``~ s_1 / s_r`` in the saddle regime);
+* ``ntk0`` (top NTK eigenvalue at init), ``dist_gm0`` (distance to the nearest global minimum at
+  init, projection bound) and ``dist_gm0_lower``.
+
+:func:`locate_transition` fits, per ``gamma``, the log-log slope of an order parameter against
+the width, and locates where it crosses zero (interpolated in ``gamma``), for the whole width
+range and for each pair of consecutive widths (to see it move as the width grows).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+import pandas as pd
+
+from phaseprobe.dynamics.observe import linear_stats
+from phaseprobe.dynamics.plateaus import analyze_member, oracle_escape_times
+from phaseprobe.dynamics.run import DLNRun, IntegrateConfig, dln_ensemble, integrate
+from phaseprobe.dynamics.teacher import DynamicsError
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A ``gamma x width x seed`` grid at one depth on one data set."""
+
+    gammas: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+    widths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    seeds: tuple[int, ...] = (0, 1)
+    depth: int = 2
+    integrate: IntegrateConfig = field(default_factory=lambda: IntegrateConfig(t_max=40.0, loss_tol=1e-4))
+    slope_tol: float = 0.1
+    min_decades: float = 0.05
+
+    def validate(self, rank: int | None = None) -> "GridSpec":
+        if len(self.gammas) == 0 or len(self.widths) == 0 or len(self.seeds) == 0:
+            raise DynamicsError("grid: gammas, widths and seeds must each list at least one value")
+        g = np.asarray(self.gammas, np.float64)
+        if not np.all(np.isfinite(g)):
+            raise DynamicsError(f"gammas: must be finite numbers, got {list(self.gammas)}")
+        for w in self.widths:
+            if isinstance(w, bool) or int(w) != w or int(w) < 1:
+                raise DynamicsError(f"widths: every width must be a positive integer, got {w}")
+            if rank is not None and int(w) < rank:
+                raise DynamicsError(f"widths: width {int(w)} is below the teacher's rank {rank}; use widths >= {rank}")
+        if self.depth < 2:
+            raise DynamicsError(f"depth: the phase diagram needs depth >= 2 weight matrices, got {self.depth}")
+        self.integrate.validate()
+        return self
+
+
+def sigma_of(gamma: float, width: int) -> float:
+    """Init standard deviation ``sigma = w^(-gamma/2)`` (variance ``w^-gamma``)."""
+    return float(width) ** (-float(gamma) / 2.0)
+
+
+def summarize(run: DLNRun, m: int, *, slope_tol: float = 0.1, min_decades: float = 0.05) -> dict:
+    """Order parameters of member ``m`` (see the module doc)."""
+    df = run.member(m)
+    stats = run.stats
+    lv = stats.levels() - stats.e_min
+    esc = oracle_escape_times(df["t"].to_numpy(), np.maximum(df["excess_loss"].to_numpy(), 0.0), lv)
+    plats = analyze_member(run, m, slope_tol=slope_tol, min_decades=min_decades)
+    last = df.iloc[-1]
+    first = df.iloc[0]
+    conv = lv[0] * 1e-3
+    ex = df["excess_loss"].to_numpy()
+    hit = np.flatnonzero(ex <= conv)
+    out = {
+        "disp_abs": float(last["disp_abs"]),
+        "disp_rel": float(last["disp_rel"]),
+        "n_plateaus": len(plats),
+        "plateau_ranks": [p.rank for p in plats],
+        "plateau_levels": [p.level for p in plats],
+        "t_converge": float(df["t"].iloc[hit[0]]) if hit.size else float("nan"),
+        "t_end": float(last["t"]),
+        "final_excess_loss": float(last["excess_loss"]),
+        "final_stable_rank": float(last["stable_rank"]),
+        "final_rank": int(last["rank"]),
+        "init_loss": float(first["loss"]),
+        "ntk0": float(first["lam_gn"]),
+        "norm0": float(first["param_norm"] / max(first["disp_rel"], 1e-300)) if first["disp_rel"] > 0 else float(first["param_norm"]),
+        "dist_gm0": float(first["dist_global_min"]),
+        "dist_gm0_lower": float(first["dist_global_min_lower"]),
+        "diverged": bool(run.diverged[m]),
+        "n_records": int(len(df)),
+        "steps": int(last["step"]),
+    }
+    out["norm0"] = float(first["param_norm"])
+    for k, e in enumerate(esc, start=1):
+        out[f"t_escape_{k}"] = float(e)
+    if len(esc) >= 2 and np.isfinite(esc[0]) and np.isfinite(esc[-1]) and esc[0] > 0:
+        out["stagger"] = float(esc[-1] / esc[0])
+    else:
+        out["stagger"] = float("nan")
+    return out
+
+
+@dataclass
+class GridResult:
+    summary: pd.DataFrame  # one row per (gamma, width, seed)
+    records: pd.DataFrame  # every record of every member, with gamma/width/seed columns
+    spec: GridSpec
+    seconds: float = 0.0
+
+
+def run_grid(
+    spec: GridSpec,
+    data,
+    *,
+    progress: Callable[[str, float, float, int], None] | None = None,
+    keep_records: bool = True,
+) -> GridResult:
+    """Integrate the whole grid, one ensemble per width; see the module doc.
+
+    ``progress(label, t_done, t_max, n_active)`` is called after every chunk of every width.
+    """
+    stats = linear_stats(data)
+    spec = spec.validate(rank=stats.rank)
+    rows, recs = [], []
+    t0 = time.time()
+    for w in spec.widths:
+        w = int(w)
+        members = [(g, s) for g in spec.gammas for s in spec.seeds]
+        sig = [sigma_of(g, w) for g, _ in members]
+        keys = np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(int(s)), w)) for _, s in members])
+        model = dln_ensemble(stats.in_dim, stats.out_dim, spec.depth, w, sig, keys)
+        cb = None
+        if progress is not None:
+            cb = lambda td, tm, na, w=w: progress(f"width {w}", td, tm, na)
+        run = integrate(model, data, spec.integrate, progress=cb, stats=stats)
+        for m, (g, s) in enumerate(members):
+            row = {"gamma": float(g), "width": w, "seed": int(s), "sigma": sig[m], "depth": spec.depth}
+            row.update(summarize(run, m, slope_tol=spec.slope_tol, min_decades=spec.min_decades))
+            rows.append(row)
+        if keep_records:
+            r = run.records.copy()
+            r["gamma"] = [members[i][0] for i in r["member"]]
+            r["seed"] = [members[i][1] for i in r["member"]]
+            r["width"] = w
+            recs.append(r)
+    return GridResult(summary=pd.DataFrame(rows), records=pd.concat(recs, ignore_index=True) if recs else pd.DataFrame(),
+                      spec=spec, seconds=time.time() - t0)
+
+
+def width_slopes(summary: pd.DataFrame, column: str = "disp_abs") -> pd.DataFrame:
+    """Per gamma: the least-squares slope of ``log column`` against ``log width`` (seed means)."""
+    out = []
+    for g, grp in summary.groupby("gamma"):
+        m = grp.groupby("width")[column].apply(lambda v: float(np.exp(np.mean(np.log(np.asarray(v, np.float64))))))
+        m = m[np.isfinite(m.values) & (m.values > 0)]
+        if len(m) < 2:
+            out.append({"gamma": g, "slope": float("nan")})
+            continue
+        slope = np.polyfit(np.log(m.index.values.astype(float)), np.log(m.values), 1)[0]
+        out.append({"gamma": float(g), "slope": float(slope)})
+    return pd.DataFrame(out)
+
+
+def zero_crossing(gammas, slopes, level: float = 0.0) -> float:
+    """First ``gamma`` where ``slopes`` rises through ``level`` (linear interpolation); NaN if none."""
+    g = np.asarray(gammas, np.float64)
+    s = np.asarray(slopes, np.float64) - level
+    order = np.argsort(g)
+    g, s = g[order], s[order]
+    for i in range(len(g) - 1):
+        if np.isfinite(s[i]) and np.isfinite(s[i + 1]) and s[i] < 0 <= s[i + 1]:
+            return float(g[i] + (g[i + 1] - g[i]) * (-s[i]) / (s[i + 1] - s[i]))
+    return float("nan")
+
+
+def locate_transition(summary: pd.DataFrame, column: str = "disp_abs", level: float = 0.0) -> dict:
+    """Where the width exponent of ``column`` crosses ``level``: over all widths and per width pair.
+
+    For ``disp_abs`` the exponent is negative in the lazy phase (the displacement vanishes as the
+    width grows) and reaches 0 at the transition; for ``t_escape_1`` it is ``-(1-gamma)(L-1)``
+    (lazy: faster with width) and turns positive past it.
+    """
+    sl = width_slopes(summary, column)
+    gc = zero_crossing(sl["gamma"], sl["slope"], level)
+    widths = sorted(summary["width"].unique())
+    pairs = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        sub = summary[summary["width"].isin([a, b])]
+        s2 = width_slopes(sub, column)
+        pairs.append({"w_lo": int(a), "w_hi": int(b), "w_mid": float(math.sqrt(a * b)),
+                      "gamma_c": zero_crossing(s2["gamma"], s2["slope"], level)})
+    return {"column": column, "gamma_c": gc, "slopes": sl, "pairs": pd.DataFrame(pairs)}
