@@ -195,6 +195,7 @@ def refs(tmp_path_factory, jax_cache):
     return {"cold": run_sweep(make_spec(COLD), d / "cold"), "loop": run_sweep(make_spec(LOOP), d / "loop")}
 
 
+@pytest.mark.ray
 def test_local_and_ray_give_identical_records(cluster, refs, tmp_path):
     eng = RayEngine(cluster.address)
     for name, data in (("cold", COLD), ("loop", LOOP)):
@@ -209,6 +210,7 @@ def test_local_and_ray_give_identical_records(cluster, refs, tmp_path):
     assert eng.stats["written"] == _n_pieces(make_spec(COLD)) + _n_pieces(make_spec(LOOP))
 
 
+@pytest.mark.ray
 def test_worker_killed_mid_task_is_retried_nothing_lost_or_duplicated(cluster, refs, tmp_path):
     spec = make_spec(LOOP)  # one chain unit: 12 alpha steps, one task
     trace, out = tmp_path / "trace", tmp_path / "run"
@@ -241,6 +243,7 @@ def test_worker_killed_mid_task_is_retried_nothing_lost_or_duplicated(cluster, r
     assert_same_records(df, refs["loop"])
 
 
+@pytest.mark.ray
 def test_driver_killed_mid_sweep_resumes_to_identical_records(cluster, refs, tmp_path):
     spec = make_spec(LOOP)
     out = tmp_path / "run"
@@ -272,6 +275,7 @@ def test_driver_killed_mid_sweep_resumes_to_identical_records(cluster, refs, tmp
     assert_same_records(store.load_records(), refs["loop"])
 
 
+@pytest.mark.ray
 def test_grid_through_ray_one_store_one_report(cluster, refs, tmp_path):
     out = tmp_path / "grid"
     grid = parse_grid(["lr=0.003,0.01", "mode=cold,up"])

@@ -9,6 +9,9 @@ How work flows
   :class:`~phaseprobe.sweep.run.SweepContext` (device data, compiled trainer) the first time
   it sees a (spec hash, dataset) pair and keeps it in a module-level cache, so the trainer
   compiles once per worker process, not once per task.
+* Workers are processes the raylet starts (not forks of the driver), so JAX starts clean in
+  each; ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` is set in the tasks' runtime environment so
+  workers sharing a GPU do not each grab most of its memory.
 * A task is a *streaming generator*: it yields ``(piece, records, params)`` for every piece it
   finishes -- one for a cold unit, one per alpha step for a chain unit -- while the next piece
   is being computed. The driver waits on all running tasks at once (``ray.wait``) and appends
