@@ -27,8 +27,9 @@ Definitions (all on the *final* record of every (branch, alpha, seed) training):
 * **Interval.** A bootstrap over seeds (resample seeds, recompute the mean curve, re-detect,
   take the event nearest the original): the 2.5-97.5 % range of ``alpha_c``.
 * **Plateaus.** The stretches between events; each has a level (mean accuracy) and the classes
-  it has learned: seed- and alpha-mean per-class test recall AND precision >= the spec's
-  threshold (a trivial model predicting one class everywhere has recall 1 on it, precision 1/C).
+  it has learned: seed- and alpha-mean per-class test recall >= the spec's threshold AND
+  precision >= max(threshold, 1/C + 0.1) (a trivial model predicting one class everywhere has
+  recall 1 on it and precision 1/C -- 0.5 with two classes).
 """
 
 from __future__ import annotations
@@ -361,7 +362,8 @@ def plateaus(df: pd.DataFrame, transitions: list[Transition], branch: str | None
         ca = rows[cls_cols].mean().to_numpy() if cls_cols else np.array([])
         prec_cols = [c.replace("class_acc_", "class_prec_") for c in cls_cols]
         cp = rows[prec_cols].mean().to_numpy() if cls_cols and all(c in rows for c in prec_cols) else np.ones_like(ca)
-        learned_ids = [int(c.split("_")[-1]) for c, v, p in zip(cls_cols, ca, cp) if v >= learned and p >= learned]
+        p_min = max(learned, 1.0 / max(len(cls_cols), 1) + 0.1)  # precision above chance, see run._rows
+        learned_ids = [int(c.split("_")[-1]) for c, v, p in zip(cls_cols, ca, cp) if v >= learned and p >= p_min]
         if class_names is not None:
             learned_ids = [class_names[i] for i in learned_ids]
         out.append(Plateau(branch, float(alphas[inside].min()), float(alphas[inside].max()), lvl, learned_ids))

@@ -179,7 +179,10 @@ def _rows(ctx: SweepContext, result, branch: str, alpha_idx: Sequence[int], seed
                     row[f"class_prec_{c}"] = float(v)
                 # a class is learned when its test recall AND precision reach the threshold (a model
                 # predicting one class for every input has recall 1 on it, but precision 1/C)
-                row["n_classes_learned"] = int(np.sum((ca >= spec.learned_class_acc) & (cp >= spec.learned_class_acc)))
+                # ... and the precision must also beat chance (1/C) by 0.1: with 2 classes a constant
+                # predictor has precision 0.5 on its class
+                p_min = max(spec.learned_class_acc, 1.0 / len(cp) + 0.1)
+                row["n_classes_learned"] = int(np.sum((ca >= spec.learned_class_acc) & (cp >= p_min)))
             row["converged"] = bool(
                 final and not row["diverged"] and (
                     STOP_NAMES[int(reason[m])] in ("patience", "grad_tol") or row["grad_norm"] < spec.converged_grad_tol
