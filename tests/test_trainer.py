@@ -194,6 +194,21 @@ def test_diverging_member_is_flagged_and_isolated():
         np.testing.assert_allclose(res.records[-1][name][[0, 2]], without.records[-1][name], rtol=1e-5)
 
 
+def test_parameter_overflow_with_finite_loss_and_gradient_is_caught():
+    # lr near the float32 range: the first step's loss and gradient are finite but the new
+    # parameters overflow to inf; the member is flagged and keeps finite (its start) parameters
+    base = _regression()
+    data = Dataset("big", base.x_train, 100 * base.y_train, base.x_test, 100 * base.y_test, 0, task="regression")
+    keys = jax.random.split(jax.random.PRNGKey(8), 2)
+    model = _mlp_members(keys, 5, 2, depth=0)
+    tr = Trainer(model, data, TrainConfig(loss="mse", optimizer="sgd", batch_size=16, epochs=2))
+    res = tr.train(model, 0.0, key=keys, lr=jnp.array([1e-3, 3e38]))
+    assert res.stop_reasons() == ["max_epochs", "diverged"]
+    assert all(np.all(np.isfinite(l)) for l in _leaves(res.model))
+    _assert_close([l[1] for l in _leaves(res.model)], [l[1] for l in _leaves(model)], rtol=0, atol=0)
+    assert not np.allclose(_leaves(res.model)[0][0], _leaves(model)[0][0])
+
+
 # ---- early stopping and gradient tolerance -------------------------------------------------------
 
 

@@ -14,7 +14,10 @@ others go on):
   larger than ``min_delta``), the rule of the published protocols;
 * a gradient-norm tolerance (norm of the regularised-loss gradient at the last step of the
   epoch: exact for full batch, a minibatch estimate otherwise);
-* NaN/inf detection: the member keeps its last finite parameters and is flagged diverged.
+* NaN/inf detection: a step whose data error or gradient is NaN/inf is not applied, the member
+  keeps its last finite parameters and is flagged diverged; parameters that overflow although
+  the step's gradient was finite (a learning rate near the float32 range) are caught at the end
+  of the epoch, and the member goes back to its parameters at the epoch's start.
 
 Everything is recorded at chosen epochs (``record_at``) by a separate full-pass evaluation:
 train/test data error, regularised loss, accuracy, per-class accuracy, ||w||^2 and the
@@ -181,6 +184,10 @@ class Trainer:
     per-member values are traced, so nothing recompiles while shapes stay the same.
     """
 
+    # NaN/inf guard: "fused" decides each step from the loss and the gradient norm (plus a
+    # parameter check once an epoch); "step" checks the new parameters every step (slower)
+    _guard = "fused"
+
     def __init__(self, model_like, data, config: TrainConfig):
         self.config = config.validate()
         # the mask is one float per leaf: it does not depend on a member axis
@@ -325,7 +332,15 @@ class Trainer:
             gsq_new = _sqnorm(self._reg_grad(g, p, alpha, ref) if c.optimizer == "adamw" else g)
             upd, o_new = opt.update(g, o, p)
             p_new = optax.apply_updates(p, upd)
-            finite = jnp.isfinite(loss) & _all_finite(p_new)
+            if self._guard == "step":
+                finite = jnp.isfinite(loss) & _all_finite(p_new)
+            else:
+                # decided from scalars known before the update, so the selects below fuse into the
+                # optimiser's one elementwise pass (no extra pass over params and moments per step);
+                # a NaN/inf anywhere in the gradient makes its squared norm NaN/inf
+                # (the data error, not the loss: the penalty's value is then never computed, only its
+                # gradient; non-finite parameters are caught once an epoch below)
+                finite = jnp.isfinite(err) & jnp.isfinite(gsq_new)
             ok = active & finite
             p = _tree_where(ok, p_new, p)
             o = _tree_where(ok, o_new, o)
@@ -335,6 +350,15 @@ class Trainer:
 
         carry0 = (params, opt_state, active0, diverged0, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
         (p, o, active, diverged, err_sum, gsq), _ = jax.lax.scan(step, carry0, (idx, wts))
+        if self._guard != "step":
+            # once an epoch: a step whose loss and gradient were finite can still overflow the
+            # parameters (a learning rate near the float32 range); such a member goes back to its
+            # parameters and optimiser state at the start of this epoch and is flagged diverged
+            fin = _all_finite(p)
+            p = _tree_where(fin, p, params)
+            o = _tree_where(fin, o, opt_state)
+            diverged = diverged | (active0 & ~fin)
+            active = active & fin
         return p, o, active, diverged, err_sum / spe, jnp.sqrt(gsq)
 
     def _run_epochs(self, state: TrainState, n_epochs, max_epochs, alpha, lr, ref, x_train, y_train):
