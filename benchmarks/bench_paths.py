@@ -115,6 +115,7 @@ def main() -> None:
         pr = run_probe(land, a, b, pcfg, seeds=[0], labels=["pair"])
         d0 = float(np.linalg.norm(a[0].astype(np.float64) - b[0].astype(np.float64)))
         rec = pr.records[pr.records["phase"] == "probe"].sort_values("index")
+        rec.to_csv(out / "bench_paths_paper_grid_records.csv", index=False)
         paper = {"strength_max": 5e-6, "covered": 1.0 - float(rec["dist"].iloc[-1]) / d0,
                  "error_range": (float(rec["train_error"].min()), float(rec["train_error"].max())),
                  "grad_evals": float(pr.grad_evals[0]), "seconds": time.perf_counter() - t0}

@@ -156,9 +156,9 @@ def _short(key: tuple, max_len: int = 22) -> str:
 
 
 def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin hierarchy") -> Path:
-    """Draw the graph by hand with matplotlib: y = best test accuracy of the basin, x spreads basins
-    of the same number of classes; arrows are edges labelled with the transition strength and
-    the saddle's height and index."""
+    """Draw the graph by hand with matplotlib: one level per basin height (best test accuracy, top
+    first; basins of equal height side by side); arrows are edges labelled with the transition
+    strength and the saddle's height and index."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +167,7 @@ def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin
 
     path = Path(path)
     nodes = list(graph.nodes.values())
-    fig, ax = plt.subplots(figsize=(10, 7))
+    fig, ax = plt.subplots(figsize=(10, max(5.0, 0.75 * len(graph.nodes) + 2)))
     if not nodes:
         ax.text(0.5, 0.5, "no basins", ha="center")
         fig.savefig(path, dpi=110)
@@ -175,22 +175,23 @@ def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin
         return path
     accs = np.array([n.accuracy if np.isfinite(n.accuracy) else -n.error for n in nodes])
     toy = not np.isfinite([n.accuracy for n in nodes]).any()
-    # layout: y = accuracy (or -lowest error for toys); x = order within groups of similar height
+    # layout: one level per distinct height (best accuracy, or -lowest error for toys), equally
+    # spaced from the top; basins of (almost) the same height share a level side by side
     order = np.argsort(-accs, kind="stable")
-    pos = {}
-    groups: list[list[int]] = []
     span = float(np.ptp(accs)) or 1.0
+    groups: list[list[int]] = []
     for i in order:
-        if groups and abs(accs[groups[-1][0]] - accs[i]) < 0.04 * span:
+        if groups and abs(accs[groups[-1][0]] - accs[i]) < 0.01 * span:
             groups[-1].append(i)
         else:
             groups.append([i])
-    for grp in groups:
+    pos = {}
+    for lev, grp in enumerate(groups):
         m = len(grp)
         for j, i in enumerate(sorted(grp, key=lambda i: -nodes[i].n_classes)):
-            pos[nodes[i].key] = ((j - (m - 1) / 2.0) * 1.6, accs[i])
+            pos[nodes[i].key] = ((j - (m - 1) / 2.0) * 1.6, -float(lev))
     xs = [p[0] for p in pos.values()]
-    dy = span
+    dy = 1.0
     # edges
     seen_pairs: dict = {}
     colors = {"saddle": "tab:red", "jump": "tab:orange", "drift": "tab:gray", "return": "tab:blue"}
@@ -198,33 +199,36 @@ def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin
         if e.src not in pos or e.dst not in pos:
             continue
         p0, p1 = pos[e.src], pos[e.dst]
-        n_same = seen_pairs.get((e.src, e.dst), 0)
-        seen_pairs[(e.src, e.dst)] = n_same + 1
+        pk = frozenset((e.src, e.dst))
+        n_same = seen_pairs.get(pk, 0)
+        seen_pairs[pk] = n_same + 1
         col = colors.get(e.kind, "k")
         if e.src == e.dst:
             ax.add_patch(FancyArrowPatch((p0[0] - 0.15, p0[1]), (p0[0] + 0.15, p0[1]), connectionstyle="arc3,rad=-2.5",
                                          arrowstyle="->", mutation_scale=12, color=col, lw=1.2))
-            xm, ym = p0[0], p0[1] + 0.07 * dy
+            xm, ym = p0[0], p0[1] + 0.3
         else:
             rad = 0.15 + 0.12 * n_same
             ax.add_patch(FancyArrowPatch(p0, p1, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=14,
                                          color=col, lw=1.4, shrinkA=18, shrinkB=18, linestyle="--" if e.kind == "drift" else "-"))
-            xm, ym = 0.5 * (p0[0] + p1[0]) + 0.25, 0.5 * (p0[1] + p1[1])
+            xm, ym = 0.5 * (p0[0] + p1[0]) + 0.25 + 0.35 * n_same, 0.5 * (p0[1] + p1[1]) + 0.12 * n_same
         txt = f"b={e.strength_c:.3g}" if np.isfinite(e.strength_c) else e.kind
         if np.isfinite(e.saddle_error):
             txt += f"\nE_s={e.saddle_error:.3g}, idx {e.index}"
         ax.text(xm, ym, txt, fontsize=7, color=col, ha="left", va="center")
     for n in nodes:
         x, y = pos[n.key]
-        size = 250 + 60 * max(n.n_classes, 0)
+        size = 900 + 60 * max(n.n_classes, 0)
         ax.scatter([x], [y], s=size, color="white", edgecolor="k", zorder=3)
         lab = _short(n.key)
         sub = f"acc {n.accuracy:.2f}" if np.isfinite(n.accuracy) else f"E {n.error:.3g}"
         ax.text(x, y, f"{lab}\n{sub}", fontsize=7, ha="center", va="center", zorder=4)
     ax.set_xlim(min(xs) - 1.5, max(xs) + 1.8)
-    ax.set_ylim(min(accs) - 0.12 * dy, max(accs) + 0.15 * dy)
+    ax.set_ylim(-len(groups) + 0.4, 0.6)
     ax.set_xticks([])
-    ax.set_ylabel("lowest training error of the basin (negated)" if toy else "best test accuracy in the basin")
+    ax.set_yticks([-float(lev) for lev in range(len(groups))])
+    ax.set_yticklabels([f"{(nodes[g[0]].error if toy else nodes[g[0]].accuracy):.3g}" for g in groups], fontsize=8)
+    ax.set_ylabel("basins by height: lowest training error" if toy else "basins by height: best test accuracy in the basin")
     handles = [plt.Line2D([], [], color=c, label=k) for k, c in colors.items() if any(e.kind == k for e in graph.edges)]
     if handles:
         ax.legend(handles=handles, loc="lower right", fontsize=8, title=f"edges (b = strength, {graph.convention})")

@@ -65,6 +65,8 @@ def plot_paths(evals: Sequence[PathEval], path: str | Path, *, title: str = "pat
     if has_cls:
         for j, m in enumerate(methods):
             e = next((x for x in evals if x.method == m and x.pair == pairs[0]), None)
+            if e is None:  # a method only some pairs have (probe+saddle): its first pair
+                e = next((x for x in evals if x.method == m), None)
             axh = fig.add_subplot(gs[nrow - 1, j])
             if e is None or "test_class_acc" not in e.metrics:
                 axh.axis("off")
@@ -73,7 +75,7 @@ def plot_paths(evals: Sequence[PathEval], path: str | Path, *, title: str = "pat
             tt = e.t
             im = axh.imshow(ca.T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis",
                             extent=(tt[0], tt[-1], -0.5, ca.shape[1] - 0.5), interpolation="nearest")
-            axh.set_title(f"{m}: per-class test acc", fontsize=9)
+            axh.set_title(f"{m}: per-class test acc" + (f"\n({e.pair})" if len(pairs) > 1 else ""), fontsize=9)
             axh.set_xlabel("arc fraction")
             if j == 0:
                 axh.set_ylabel("class")

@@ -147,8 +147,12 @@ class Transition:
     confirmed: bool | None = None
     grad_evals: float = 0.0
     fold_min_eig: float = float("nan")
+    noise_error: float = float("nan")  # |E| change from retraining the pre-jump model at its own strength
+    noise_dist: float = float("nan")
     saddle: SaddleResult | None = None
     excursion: Excursion | None = None
+    lo_models: list = field(default_factory=list, repr=False)  # (alpha, x) of every bisection point below the jump
+    hi_models: list = field(default_factory=list, repr=False)  # (alpha, x) of every bisection point above it
 
     @property
     def strength_c(self) -> float:
@@ -165,7 +169,7 @@ class Transition:
             "test_acc_lo": self.lo.get("test_acc", np.nan), "test_acc_hi": self.hi.get("test_acc", np.nan),
             "basin_lo": basin_str(self.basin_lo), "basin_hi": basin_str(self.basin_hi),
             "fold_min_eig_E": self.fold_min_eig, "fold_condition_-2alpha": -2.0 * self.alpha_lo,
-            "grad_evals_bisect": self.grad_evals,
+            "grad_evals_bisect": self.grad_evals, "noise_error": self.noise_error, "noise_dist": self.noise_dist,
         }
         if self.saddle is not None:
             r.update(self.saddle.row())
@@ -234,12 +238,16 @@ class ProbeResult:
         for i in range(len(cps)):
             verts.append(cps[i])
             t = by_index.get(i)
-            if t is not None and t.confirmed is not False:
+            if t is not None:
+                # the bisection's models are probe points at strengths inside the bracket: below the
+                # jump in increasing strength, then (past the saddle) above it in increasing strength
+                verts.extend(x for _, x in sorted(t.lo_models, key=lambda p: p[0]))
                 verts.append(t.x_lo)
                 if saddles and t.saddle is not None:
                     verts.append(t.saddle.x)
                     marks[f"saddle@{t.strength_c:.4g}"] = t.saddle.x
                 verts.append(t.x_hi)
+                verts.extend(x for _, x in sorted(t.hi_models, key=lambda p: p[0]))
         if to_ref:
             verts.append(self.ref[member])
         return np.stack(verts), marks
@@ -488,6 +496,7 @@ def _bisect(land, transitions: list[Transition], ref, seeds, config: ProbeConfig
     n_steps = int(min(config.bisect_max_steps, max(0, math.ceil(math.log2(max(widths.max(), tol_alpha) / tol_alpha)))))
     fdt = _float_floor(land)
     init_gap = [(abs(t.hi["train_error"] - t.lo["train_error"]), abs(t.hi["dist"] - t.lo["dist"])) for t in jobs]
+    init_lo = [(t.alpha_lo, t.x_lo, t.lo) for t in jobs]  # the grid point before the jump (a regular point)
     active = np.ones(J, bool)
     jref = np.stack([ref[t.member] for t in jobs])
     jseeds = [seeds[t.member] for t in jobs]
@@ -514,11 +523,13 @@ def _bisect(land, transitions: list[Transition], ref, seeds, config: ProbeConfig
             da, db = _sig_distance(p, t.lo, t.hi)
             jumped[j] = db < da
             if jumped[j]:
+                t.hi_models.append((t.alpha_hi, t.x_hi))
                 t.alpha_hi, t.x_hi, t.hi, t.basin_hi = float(mid[j]), res.x[j].copy(), p, b[j]
             else:
+                t.lo_models.append((t.alpha_lo, t.x_lo))
                 t.alpha_lo, t.x_lo, t.lo, t.basin_lo = float(mid[j]), res.x[j].copy(), p, b[j]
-            if t.bisect_steps >= 4 and not _gap_kept(t, *init_gap[j]):
-                active[j] = False  # the gap closes with the bracket: a steep but continuous change, not a fold
+            if t.bisect_steps >= 4 and not _gap_kept(t, *init_gap[j], keep=4.0 * (t.alpha_hi - t.alpha_lo) / widths[j]):
+                active[j] = False  # the gap closes like the bracket: a steep but continuous change, not a fold
         sel = np.flatnonzero(active)
         if len(sel):
             sub = type(res)(x=res.x[sel], metrics={kk: np.asarray(v)[sel] for kk, v in res.metrics.items()},
@@ -528,17 +539,30 @@ def _bisect(land, transitions: list[Transition], ref, seeds, config: ProbeConfig
                      extra={"jumped": [bool(jumped[j]) for j in sel]})
         if progress:
             progress("bisect", s + 1, n_steps)
-    for t, (ge, gr) in zip(jobs, init_gap):
+    # the noise floor: retrain the grid's pre-jump model (a regular point, away from the fold where
+    # convergence slows down) at its own strength with another minibatch order
+    xs = np.stack([x for _, x, _ in init_lo])
+    res = land.minimise(xs, np.array([a for a, _, _ in init_lo]), jref, step=300000, seeds=jseeds)
+    dn = np.linalg.norm(res.x.astype(np.float64) - jref.astype(np.float64), axis=1)
+    for j, (t, (ge, gr)) in enumerate(zip(jobs, init_gap)):
+        t.grad_evals += float(res.grad_evals[j])
+        t.noise_error = abs(float(res.metrics["train_error"][j]) - init_lo[j][2]["train_error"])
+        t.noise_dist = abs(float(dn[j]) - init_lo[j][2]["dist"])
         t.strength_lo = float(to_strength(t.alpha_lo))
         t.strength_hi = float(to_strength(t.alpha_hi))
-        t.confirmed = _gap_kept(t, ge, gr)
+        keep = max(0.05, 4.0 * (t.alpha_hi - t.alpha_lo) / widths[j])
+        t.confirmed = _gap_kept(t, ge, gr, keep=keep, noise=(t.noise_error, t.noise_dist))
 
 
-def _gap_kept(t: Transition, ge: float, gr: float, keep: float = 0.3) -> bool:
-    """A fold keeps a finite gap (in E or in the distance to w_ref) while its bracket shrinks."""
+def _gap_kept(t: Transition, ge: float, gr: float, keep: float, noise=(0.0, 0.0)) -> bool:
+    """A fold keeps a finite gap (in E or in the distance to w_ref) while its bracket shrinks:
+    at least ``keep`` of the grid step's gap (four times the bracket's shrink factor, and at least
+    5 %; a continuous change shrinks like the bracket) and three times the retraining noise."""
     fe = abs(t.hi["train_error"] - t.lo["train_error"])
     fr = abs(t.hi["dist"] - t.lo["dist"])
-    return bool((ge > 0 and fe >= keep * ge) or (gr > 0 and fr >= keep * gr))
+    ok_e = ge > 0 and fe >= keep * ge and fe > 3.0 * noise[0]
+    ok_r = gr > 0 and fr >= keep * gr and fr > 3.0 * noise[1]
+    return bool(ok_e or ok_r)
 
 
 def _saddle_at(land, t: Transition, config: ProbeConfig) -> None:
