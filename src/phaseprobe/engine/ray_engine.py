@@ -286,12 +286,22 @@ class RayEngine:
             return False
         kw = dict(log_to_driver=False, logging_level=logging.WARNING)
         if self.resolved is None:
+            # a private instance on loopback for this command only: no token file is written to
+            # ~/.ray (Ray would otherwise create one, and every later `ray start` on this machine
+            # would then demand it); set RAY_AUTH_MODE=token to keep Ray's token authentication
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(num_cpus=self.num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False, **kw)
-        else:
-            host, _ = parse_address(self.resolved)
-            if _is_loopback(host):
-                kw["_node_ip_address"] = "127.0.0.1"
+            return True
+        host, _ = parse_address(self.resolved)
+        if _is_loopback(host):
+            kw["_node_ip_address"] = "127.0.0.1"
+        try:
             ray.init(address=self.resolved, **kw)
+        except (ConnectionError, ray.exceptions.RayError) as e:
+            auth = "auth" in type(e).__name__.lower() or "auth" in str(e).lower()
+            why = ("it asks for an authentication token; set RAY_AUTH_MODE=token and give the cluster's token "
+                   "(~/.ray/auth_token or RAY_AUTH_TOKEN)") if auth else "check that it is a Ray cluster's GCS address"
+            raise EngineError(f"address: cannot connect to the Ray cluster at {self.resolved}: {why}") from None
         return True
 
     # -- engine interface --
@@ -432,7 +442,8 @@ class LocalCluster:
                "--disable-usage-stats", "--dashboard-agent-listen-port", str(p + 2), "--dashboard-agent-grpc-port", str(p + 3),
                "--runtime-env-agent-port", str(p + 4), "--metrics-export-port", str(p + 5), "--node-manager-port", str(p + 6),
                "--object-manager-port", str(p + 7), "--min-worker-port", str(p + 10), "--max-worker-port", str(p + 69)]
-        env = {**os.environ, **self.env, _LOOPBACK_ENV: "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        # no token authentication: a loopback-only cluster of this user, and drivers connect without a token
+        env = {**os.environ, **self.env, _LOOPBACK_ENV: "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         self.log = open(Path(self.temp_dir) / "ray-start.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         marker = Path(self.temp_dir) / "ray_current_cluster"
@@ -465,7 +476,7 @@ class LocalCluster:
                 out.append(int(d.name))
         return out
 
-    def stop(self, grace: float = 10.0) -> None:
+    def stop(self, grace: float = 5.0) -> None:
         if self.proc is None:
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
