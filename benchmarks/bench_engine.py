@@ -85,11 +85,6 @@ def main() -> None:
         env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
     os.environ.update(env)  # before jax is imported in this process
 
-    import ray
-
-    from phaseprobe.engine.local import LocalEngine
-    from phaseprobe.engine.ray_engine import LocalCluster, RayEngine
-
     n = args.alphas * args.seeds
     load0 = os.getloadavg()
     print(f"# engine throughput: {n} trainings (digits, MLP 64-{args.width}-{args.width}-10, {args.epochs} epochs full batch), "
@@ -102,6 +97,22 @@ def main() -> None:
         res.setdefault((name, c), []).extend(n / t for t in ts)
         warm.setdefault((name, c), []).append(w)
         print(f"  {name:6s} chunk {c:3d}: warm-up {w:6.1f} s, runs/s " + " ".join(f"{n / t:7.1f}" for t in ts), flush=True)
+
+    try:
+        _rounds(args, chunks, tmp, env, record)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    load1 = os.getloadavg()
+    _report(args, chunks, n, res, warm, load0, load1)
+
+
+def _rounds(args, chunks, tmp, env, record) -> None:
+    import ray
+
+    from phaseprobe.engine.local import LocalEngine
+    from phaseprobe.engine.ray_engine import LocalCluster, RayEngine
 
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", flush=True)
@@ -119,8 +130,9 @@ def main() -> None:
                         record(f"ray{k}", c, w, ts)
                 finally:
                     ray.shutdown()
-    load1 = os.getloadavg()
 
+
+def _report(args, chunks, n, res, warm, load0, load1) -> None:
     def med(name, c):
         v = res[(name, c)]
         return statistics.median(v), min(v), max(v)

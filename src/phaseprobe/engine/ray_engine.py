@@ -428,6 +428,7 @@ class LocalCluster:
         self.temp_dir = temp_dir
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
+        self._own_temp = False
         self.address = f"127.0.0.1:{self.port}"
 
     def start(self) -> "LocalCluster":
@@ -435,6 +436,7 @@ class LocalCluster:
 
         if self.temp_dir is None:
             self.temp_dir = tempfile.mkdtemp(prefix="ppray-", dir="/tmp")  # short: Ray's socket paths
+            self._own_temp = True
         p = self.port
         ray_bin = str(Path(sys.executable).with_name("ray"))
         cmd = [ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(p),
@@ -496,6 +498,10 @@ class LocalCluster:
             pass
         self.log.close()
         self.proc = None
+        if self._own_temp:
+            import shutil
+
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalCluster":
         return self.start()
