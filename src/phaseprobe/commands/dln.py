@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         spec_file: Optional[Path] = typer.Option(None, "--spec", help="TOML spec (examples/dln*.toml); flags and --set override it."),
         sets: List[str] = typer.Option([], "--set", help="Override a field: --set integrate.t_max=500, --set grid.depth=3 (repeatable)."),
         grid: bool = typer.Option(False, "--grid", help="run the gamma x width phase diagram instead of one network"),
+        escape: bool = typer.Option(False, "--escape", help="measure escape times against the init scale (depths 2 and 3)"),
         depth: Optional[int] = typer.Option(None, help="weight matrices L of the single run"),
         width: Optional[int] = typer.Option(None, help="hidden width of the single run"),
         gamma: Optional[float] = typer.Option(None, help="init variance sigma^2 = width^-gamma (single run)"),
@@ -51,8 +52,9 @@ def register(app: typer.Typer) -> None:
 
         With no flags it runs the embedded default: a depth-3 network of width 16 from a small init
         (sigma^2 = 16^-4) on a whitened rank-4 teacher -- four plateaus at 1/2 sum_(i>k) s_i^2, each
-        certified a higher-order saddle -- in well under a minute. ``--grid`` runs the default phase
-        diagram (depth 2, gamma 0.25..3 x width 16..512, two seeds; a few minutes on two CPU cores).
+        certified a higher-order saddle -- in about a minute. ``--grid`` runs the default phase
+        diagram (depth 3, gamma 0.25..3 x width 16..256, two seeds; minutes on two CPU cores);
+        ``--escape`` the escape times against sigma at depths 2 and 3.
         """
         from phaseprobe.dynamics.experiment import DEFAULT_SPEC, load_spec_file, make_spec
         from phaseprobe.sweep.spec import apply_overrides
@@ -87,9 +89,15 @@ def register(app: typer.Typer) -> None:
         put("grid", "depth", grid_depth)
         put("plateaus", "certify", certify)
         data = apply_overrides(data, sets)
+        if grid and escape:
+            from phaseprobe.errors import SpecError
+
+            raise SpecError("--grid/--escape: pick one experiment per call; run them one after the other")
         spec = make_spec(data, grid=grid)
         if grid:
             _run_grid(spec, out, no_figures)
+        elif escape:
+            _run_escape(spec, out, no_figures)
         else:
             _run_one(spec, out, no_figures)
 
@@ -122,10 +130,11 @@ def _run_one(spec, out: Path, no_figures: bool) -> None:
     for c in ("#", "t start", "t end", "loss", "oracle 1/2 sum s_i^2", "rank", "learned singular values", "escape t", "kind",
               "Hessian index", "lambda_min", "escape order"):
         t.add_column(c, justify="right")
+    short = {"higher_order_saddle": "higher-order", "strict_saddle": "strict", "not_critical": "not critical"}
     for p in res.plateaus:
         c = p.certificate or {}
         t.add_row(str(p.index), f"{p.t_start:.4g}", f"{p.t_end:.4g}", f"{p.level:.5g}", f"{p.oracle_level:.5g}", str(p.rank),
-                  ", ".join(f"{x:.4g}" for x in p.learned_sv), f"{p.t_escape:.4g}", str(c.get("kind", "-")),
+                  ", ".join(f"{x:.4g}" for x in p.learned_sv), f"{p.t_escape:.4g}", short.get(c.get("kind"), c.get("kind", "-")),
                   str(c.get("index", "-")), f"{c['min_eig']:.3g}" if c else "-", f"{c['escape_order']:.2f}" if c else "-")
     _out_console().print(t)
     _out_console().print("oracle escape times (loss halfway between rank k-1 and rank k levels): "
@@ -170,5 +179,40 @@ def _run_grid(spec, out: Path, no_figures: bool) -> None:
     for col, tr in res.transitions.items():
         pairs = ", ".join(f"{a}-{b}: {gc:.3f}" for a, b, gc in zip(tr["pairs"]["w_lo"], tr["pairs"]["w_hi"], tr["pairs"]["gamma_c"]))
         _out_console().print(f"transition from the width exponent of {col}: gamma_c = {tr['gamma_c']:.3f}  (per width pair: {pairs})")
+    if not no_figures:
+        console.print(f"figures: {', '.join(str(f) for f in res.figures)}; report: {out}/report.html")
+
+
+def _run_escape(spec, out: Path, no_figures: bool) -> None:
+    from rich.table import Table
+
+    from phaseprobe.dynamics.experiment import run_escape
+
+    es = spec.escape
+    console.print(f"[bold]phaseprobe dln --escape[/bold] {spec.name}: depths {es['depths']}, width {es['width']}, "
+                  f"teacher singular values {spec.teacher['singular_values']} -> {out}")
+    t0 = time.perf_counter()
+    with _progress_bar() as prog:
+        tasks: dict = {}
+        lo: dict = {}
+
+        def progress(label, t_done, t_max, n_active):
+            if label not in tasks:
+                tasks[label] = prog.add_task(label, total=1.0, t=0.0, tmax=t_max, active=n_active, rate="")
+            if t_done > 0 and label not in lo:
+                lo[label] = t_done
+            l0 = lo.get(label)
+            frac = 0.0 if l0 is None or t_done <= 0 else math.log(t_done / l0) / max(math.log(t_max / l0), 1e-12)
+            prog.update(tasks[label], completed=min(max(frac, 0.0), 1.0) if n_active else 1.0, t=t_done, tmax=t_max,
+                        active=n_active, rate=f"{time.perf_counter() - t0:.0f} s")
+
+        res = run_escape(spec, out, progress=progress, figures=not no_figures)
+    console.print(f"done in {res.seconds:.1f} s")
+    t = Table(title="escape times: measured scaling vs theory")
+    for c in ("depth", "escape k", "measure", "measured", "theory"):
+        t.add_column(c, justify="right")
+    for r in res.fits.itertuples(index=False):
+        t.add_row(str(r.depth), str(r.k), r.measure, f"{r.measured:.4f}", f"{r.theory:.4f}")
+    _out_console().print(t)
     if not no_figures:
         console.print(f"figures: {', '.join(str(f) for f in res.figures)}; report: {out}/report.html")

@@ -1,1 +1,59 @@
-"""Deep-linear training dynamics: init-scale phases, rank trajectories, plateaus and saddles."""
+"""Deep linear networks: init-scale phases, rank trajectories, plateaus and the saddles beneath them.
+
+``f(x) = W_L ... W_1 x``, every entry ``N(0, sigma^2)`` with ``sigma^2 = width^-gamma``, trained by
+full-batch gradient descent (THE trainer) on the loss ``mean 1/2 ||f(x) - y||^2``; with whitened
+inputs and a teacher ``y = T x`` that is ``1/2 ||T - W_L...W_1||_F^2``. Time is ``lr x steps``.
+
+* :mod:`~phaseprobe.dynamics.teacher` -- whitened low-rank teachers and the closed forms (Saxe's
+  sigmoids, the deep mode-time quadrature, plateau levels, minimum norm);
+* :mod:`~phaseprobe.dynamics.observe` -- per-record observables (loss, singular values, rank, stable
+  rank, displacement, NTK, Hessian bound, distance to the global minima);
+* :mod:`~phaseprobe.dynamics.run` -- the integrator (fixed or adaptive GD steps through the trainer);
+* :mod:`~phaseprobe.dynamics.plateaus` -- plateaus in log time, escape times, saddle certificates;
+* :mod:`~phaseprobe.dynamics.phase` -- the gamma x width grid, the located transition, escape scaling;
+* :mod:`~phaseprobe.dynamics.experiment` -- the ``phaseprobe dln`` spec, runs and outputs.
+"""
+
+from phaseprobe.dynamics.observe import LinearStats, distance_to_global_min, linear_stats, observe
+from phaseprobe.dynamics.phase import (
+    GridResult,
+    GridSpec,
+    escape_fits,
+    escape_scaling,
+    locate_transition,
+    run_grid,
+    sigma_of,
+    summarize,
+    width_slopes,
+)
+from phaseprobe.dynamics.plateaus import (
+    Plateau,
+    analyze_member,
+    certify_saddle,
+    crossing_time,
+    detect_plateaus,
+    escape_direction,
+    loss_function,
+    oracle_escape_times,
+    plateau_table,
+)
+from phaseprobe.dynamics.run import DLNRun, IntegrateConfig, dln_ensemble, integrate, stack_weights, with_weights
+from phaseprobe.dynamics.teacher import (
+    DynamicsError,
+    aligned_init,
+    deep_mode_time,
+    make_teacher,
+    min_norm_sq,
+    plateau_levels,
+    saxe_half_time,
+    saxe_mode_strength,
+)
+
+__all__ = [
+    "DLNRun", "DynamicsError", "GridResult", "GridSpec", "IntegrateConfig", "LinearStats", "Plateau",
+    "aligned_init", "analyze_member", "certify_saddle", "crossing_time", "deep_mode_time", "detect_plateaus",
+    "distance_to_global_min", "dln_ensemble", "escape_direction", "escape_fits", "escape_scaling", "integrate",
+    "linear_stats", "locate_transition", "loss_function", "make_teacher", "min_norm_sq", "observe",
+    "oracle_escape_times", "plateau_levels", "plateau_table", "run_grid", "saxe_half_time", "saxe_mode_strength",
+    "sigma_of", "stack_weights", "summarize", "width_slopes", "with_weights",
+]

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from phaseprobe.dynamics.observe import linear_stats
-from phaseprobe.dynamics.phase import GridSpec, locate_transition, run_grid, sigma_of
+from phaseprobe.dynamics.phase import GridSpec, escape_fits, escape_scaling, locate_transition, run_grid, sigma_of
 from phaseprobe.dynamics.plateaus import analyze_member, oracle_escape_times
 from phaseprobe.dynamics.run import IntegrateConfig, dln_ensemble, integrate
 from phaseprobe.dynamics.teacher import DynamicsError, check_singular_values, make_teacher
@@ -61,15 +61,17 @@ DEFAULT_SPEC: dict = {
     "plateaus": {"slope_tol": 0.1, "min_decades": 0.05, "certify": True, "hess_rel_tol": 0.1},
     "grid": {
         "gammas": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0],
-        "widths": [16, 32, 64, 128, 256, 512],
+        "widths": [16, 32, 64, 128, 256],
         "seeds": [0, 1],
-        "depth": 2,
-        "t_max": 200.0,
+        "depth": 3,
+        "t_max": 3000.0,
         "loss_tol": 1e-4,
     },
+    "escape": {"depths": [2, 3], "width": 16, "seed": 0, "sigmas_depth2": None, "sigmas_depth3": None},
 }
 
-_TOP = {"name", "depth", "width", "gamma", "sigma", "seed", "teacher", "integrate", "plateaus", "grid"}
+_TOP = {"name", "depth", "width", "gamma", "sigma", "seed", "teacher", "integrate", "plateaus", "grid", "escape"}
+_ESCAPE = {"depths", "width", "seed", "sigmas_depth2", "sigmas_depth3"}
 _TEACHER = {"singular_values", "in_dim", "out_dim", "seed", "basis", "n_train"}
 _INTEGRATE = {"t_max", "step", "lr", "c", "delta", "chunk", "loss_tol", "grow", "n_records", "rank_tol", "max_steps"}
 _PLATEAUS = {"slope_tol", "min_decades", "certify", "hess_rel_tol"}
@@ -135,6 +137,7 @@ class DLNSpec:
     integrate: IntegrateConfig
     plateaus: dict
     grid: GridSpec
+    escape: dict = field(default_factory=dict)
 
     def spec_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -157,6 +160,7 @@ def make_spec(data: dict, *, grid: bool = False) -> DLNSpec:
     _check_keys(d["integrate"], _INTEGRATE, "integrate")
     _check_keys(d["plateaus"], _PLATEAUS, "plateaus")
     _check_keys(d["grid"], _GRID, "grid")
+    _check_keys(d["escape"], _ESCAPE, "escape")
     te = d["teacher"]
     te["in_dim"] = _int(te["in_dim"], "teacher.in_dim")
     te["out_dim"] = _int(te["out_dim"], "teacher.out_dim")
@@ -218,8 +222,19 @@ def make_spec(data: dict, *, grid: bool = False) -> DLNSpec:
                           loss_tol=_num(g["loss_tol"], "grid.loss_tol", positive=True), keep_params=False),
         slope_tol=pl["slope_tol"], min_decades=pl["min_decades"],
     )
+    es = d["escape"]
+    edepths = [_int(x, "escape.depths", 2) for x in _list(es["depths"], "escape.depths", int)]
+    ewidth = _int(es["width"], "escape.width")
+    if ewidth < rank:
+        _err(f"escape.width: {ewidth} is below the teacher's rank {rank}; use escape.width >= {rank}")
+    esig = {}
+    for L in (2, 3):
+        v = es.get(f"sigmas_depth{L}")
+        if v is not None:
+            esig[L] = [_num(x, f"escape.sigmas_depth{L}", positive=True) for x in _list(v, f"escape.sigmas_depth{L}", float)]
+    escape = {"depths": edepths, "width": ewidth, "seed": _int(es["seed"], "escape.seed", 0), "sigmas": esig}
     return DLNSpec(raw=d, name=str(d.get("name", "dln")), depth=depth, width=width, sigma=float(sigma) if sigma else float("nan"),
-                   gamma=gamma, seed=seed, teacher=te, integrate=icfg, plateaus=pl, grid=gspec)
+                   gamma=gamma, seed=seed, teacher=te, integrate=icfg, plateaus=pl, grid=gspec, escape=escape)
 
 
 def load_spec_file(path) -> dict:
@@ -361,3 +376,42 @@ def run_phase_grid(spec: DLNSpec, out=None, *, progress: Callable | None = None,
                         order=20)
     outcome.seconds = time.time() - t0
     return outcome
+
+
+# ---- escape times against the init scale ----------------------------------------------------------------
+
+@dataclass
+class EscapeOutcome:
+    table: pd.DataFrame
+    fits: pd.DataFrame
+    figures: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_escape(spec: DLNSpec, out=None, *, progress: Callable | None = None, figures: bool = True) -> EscapeOutcome:
+    """Escape times vs the init scale at the spec's escape depths (log law at depth 2, power law at 3)."""
+    t0 = time.time()
+    data = spec.data()
+    es = spec.escape
+    tab = escape_scaling(data, depths=es["depths"], width=es["width"], sigmas=es["sigmas"] or None, seed=es["seed"],
+                         progress=progress)
+    fits = escape_fits(tab)
+    res = EscapeOutcome(table=tab, fits=fits)
+    if out is not None:
+        out = Path(out)
+        _write_meta(out, spec, "dln-escape")
+        tab.to_parquet(out / "escape_times.parquet", index=False)
+        fits.to_parquet(out / "escape_fits.parquet", index=False)
+        if figures:
+            from phaseprobe.dynamics.figures import plot_escape_scaling
+            from phaseprobe.plots.report import add_section
+
+            f = plot_escape_scaling(tab, out / "dln_escape_times.png", singular_values=spec.teacher["singular_values"])
+            res.figures.append(f)
+            text = (f"Escape time k: the loss first halfway between the rank-(k-1) and rank-k saddle levels; width {es['width']}, one "
+                    f"seed, so theta_0 = sigma x theta_bar. Two layers: t_k = ln(1/sigma)/s_k + const; three or more: "
+                    f"t_k ~ sigma^-(L-2).")
+            add_section(out, "dln_escape", "Deep linear networks: escape times vs the init scale", text, figures=[f.name],
+                        tables={"fits": fits}, order=30)
+    res.seconds = time.time() - t0
+    return res

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import matplotlib.ticker
+import matplotlib.transforms
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -36,7 +38,7 @@ def plot_run(run, plateaus, path, *, member: int = 0, title: str | None = None):
     levels = stats.levels()
     s_t = stats.s_eff[: stats.rank]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 8), sharex=True, gridspec_kw={"height_ratios": [1.15, 1]})
-    fig.subplots_adjust(left=0.1, right=0.97, top=0.94, bottom=0.07, hspace=0.08)
+    fig.subplots_adjust(left=0.1, right=0.9, top=0.94, bottom=0.07, hspace=0.08)
     ax1.plot(t, df["loss"], color="k", lw=1.6, label="training loss")
     for k, lv in enumerate(levels):
         if lv <= 0:
@@ -72,7 +74,8 @@ def plot_run(run, plateaus, path, *, member: int = 0, title: str | None = None):
         ax2.plot(t, df[c], color=cmap(i / max(len(svc) - 1, 1)), lw=1.5, label=f"sigma_{i + 1}(W_L...W_1)")
     for i, s in enumerate(s_t):
         ax2.axhline(s, color="gray", ls="--", lw=0.8)
-        ax2.text(t[0], s, f"s_{i + 1} = {s:.3g}", fontsize=7.5, va="bottom", color="gray")
+        ax2.text(1.005, s, f"s_{i + 1} = {s:.3g}", fontsize=7.5, va="center", color="gray",
+                 transform=matplotlib.transforms.blended_transform_factory(ax2.transAxes, ax2.transData))
     ax2.set_xscale("log")
     ax2.set_xlabel(TIME_LABEL)
     ax2.set_ylabel("singular values of the end-to-end map")
@@ -111,6 +114,10 @@ def plot_escape_scaling(table: pd.DataFrame, path, *, singular_values: Sequence[
         ax.set_xscale("log")
         if L >= 3:
             ax.set_yscale("log")
+            sv = sorted(sub["sigma"].unique())
+            ax.set_xticks(sv)
+            ax.set_xticklabels([f"{v:.3g}" for v in sv])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("init scale sigma (log)")
         ax.set_ylabel("escape time  t = lr x steps" + (" (log)" if L >= 3 else ""))
         ax.set_title(f"depth {L}: " + ("t_esc ~ log(1/sigma)/s_k" if L == 2 else f"t_esc ~ sigma^-{L - 2}"))

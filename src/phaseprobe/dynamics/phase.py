@@ -10,8 +10,7 @@ draws, so across ``gamma`` only the scale changes. Per member (:func:`summarize`
   ``1 < gamma < 2`` at depth >= 3, where ``||theta_0|| ~ w^(1 - gamma/2)`` grows with the width);
 * ``n_plateaus`` -- plateaus of the loss in log time (:func:`~phaseprobe.dynamics.plateaus.detect_plateaus`);
 * ``t_escape_k`` -- the loss first halfway between the oracle levels of the rank-(k-1) and rank-k
-  saddles; ``stagger`` = ``t_escape_r / t_escape_1`` (1 when all modes are learned together, the
-  lazy signature; ``~ s_1 / s_r`` in the saddle regime);
+  saddles;
 * ``ntk0`` (top NTK eigenvalue at init), ``dist_gm0`` (distance to the nearest global minimum at
   init, projection bound) and ``dist_gm0_lower``.
 
@@ -42,10 +41,10 @@ class GridSpec:
     """A ``gamma x width x seed`` grid at one depth on one data set."""
 
     gammas: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
-    widths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    widths: tuple[int, ...] = (16, 32, 64, 128, 256)
     seeds: tuple[int, ...] = (0, 1)
-    depth: int = 2
-    integrate: IntegrateConfig = field(default_factory=lambda: IntegrateConfig(t_max=40.0, loss_tol=1e-4))
+    depth: int = 3
+    integrate: IntegrateConfig = field(default_factory=lambda: IntegrateConfig(t_max=3000.0, loss_tol=1e-4))
     slope_tol: float = 0.1
     min_decades: float = 0.05
 
@@ -96,20 +95,15 @@ def summarize(run: DLNRun, m: int, *, slope_tol: float = 0.1, min_decades: float
         "final_rank": int(last["rank"]),
         "init_loss": float(first["loss"]),
         "ntk0": float(first["lam_gn"]),
-        "norm0": float(first["param_norm"] / max(first["disp_rel"], 1e-300)) if first["disp_rel"] > 0 else float(first["param_norm"]),
+        "norm0": float(first["param_norm"]),
         "dist_gm0": float(first["dist_global_min"]),
         "dist_gm0_lower": float(first["dist_global_min_lower"]),
         "diverged": bool(run.diverged[m]),
         "n_records": int(len(df)),
         "steps": int(last["step"]),
     }
-    out["norm0"] = float(first["param_norm"])
     for k, e in enumerate(esc, start=1):
         out[f"t_escape_{k}"] = float(e)
-    if len(esc) >= 2 and np.isfinite(esc[0]) and np.isfinite(esc[-1]) and esc[0] > 0:
-        out["stagger"] = float(esc[-1] / esc[0])
-    else:
-        out["stagger"] = float("nan")
     return out
 
 
@@ -203,3 +197,57 @@ def locate_transition(summary: pd.DataFrame, column: str = "disp_abs", level: fl
         pairs.append({"w_lo": int(a), "w_hi": int(b), "w_mid": float(math.sqrt(a * b)),
                       "gamma_c": zero_crossing(s2["gamma"], s2["slope"], level)})
     return {"column": column, "gamma_c": gc, "slopes": sl, "pairs": pd.DataFrame(pairs)}
+
+
+# ---- escape times against the init scale ------------------------------------------------------------
+
+def escape_scaling(data, *, depths=(2, 3), width: int = 16, sigmas: dict | None = None, seed: int = 0,
+                   config: IntegrateConfig | None = None, progress=None) -> pd.DataFrame:
+    """Oracle escape times for a range of init scales, all sigmas of a depth as one ensemble.
+
+    The unit-variance draws are shared (one ``seed``), so ``theta_0 = sigma * theta_bar``: only
+    the scale changes. Defaults: ``sigma = 10^-2 .. 10^-6`` at depth 2 (times grow like
+    ``log(1/sigma) / s_k``), ``0.04 / 2^j`` at depth >= 3 (like ``sigma^-(L-2)``). Returns one row
+    per (depth, sigma, k) with ``t_escape`` (loss halfway between the rank-(k-1) and rank-k levels).
+    """
+    stats = linear_stats(data)
+    rows = []
+    for L in depths:
+        sig = None if sigmas is None else sigmas.get(L)
+        if sig is None:
+            sig = [10.0 ** -e for e in range(2, 7)] if L == 2 else [0.04 / 2 ** j for j in range(5)]
+        sig = [float(x) for x in sig]
+        tmax = 60.0 if L == 2 else 40.0 / (min(sig) ** (L - 2))
+        cfg = config or IntegrateConfig(t_max=tmax, loss_tol=1e-5, distance_every=0)
+        keys = np.stack([np.asarray(jax.random.PRNGKey(seed))] * len(sig))
+        model = dln_ensemble(stats.in_dim, stats.out_dim, L, width, sig, keys)
+        cb = None if progress is None else (lambda td, tm, na, L=L: progress(f"depth {L}", td, tm, na))
+        run = integrate(model, data, cfg, progress=cb, stats=stats)
+        lv = stats.levels() - stats.e_min
+        for m, sgm in enumerate(sig):
+            df = run.member(m)
+            esc = oracle_escape_times(df["t"].to_numpy(), np.maximum(df["excess_loss"].to_numpy(), 0.0), lv)
+            for k, e in enumerate(esc, start=1):
+                rows.append({"depth": L, "width": width, "sigma": sgm, "k": k, "t_escape": float(e),
+                             "s_k": float(stats.s_eff[k - 1])})
+    return pd.DataFrame(rows)
+
+
+def escape_fits(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (depth, k): depth 2 -- time per decade of 1/sigma vs ln(10)/s_k; depth >= 3 -- log-log slope vs -(L-2)."""
+    out = []
+    for (L, k), g in table.groupby(["depth", "k"]):
+        g = g[np.isfinite(g["t_escape"])].sort_values("sigma")
+        if len(g) < 2:
+            continue
+        s_k = float(g["s_k"].iloc[0])
+        if L == 2:
+            slope = float(np.polyfit(np.log10(1.0 / g["sigma"]), g["t_escape"], 1)[0])
+            out.append({"depth": L, "k": k, "measure": "time per decade of 1/sigma", "measured": slope,
+                        "theory": math.log(10) / s_k})
+        else:
+            slope = float(np.polyfit(np.log(g["sigma"]), np.log(g["t_escape"]), 1)[0])
+            r = g["t_escape"].to_numpy()
+            out.append({"depth": L, "k": k, "measure": "d log t / d log sigma", "measured": slope, "theory": -(L - 2.0),
+                        "halving_ratio_last": float(r[0] / r[1]) if len(r) > 1 else float("nan")})
+    return pd.DataFrame(out)

@@ -55,6 +55,8 @@ class IntegrateConfig:
     rank_tol: float | None = None
     max_steps: int = 5_000_000
     keep_params: bool = False
+    snapshot_mb: float = 256.0  # memory budget of the kept parameters (thinned by halves beyond it)
+    max_chunks: int = 200_000
     distance_every: float = 0.25
 
     def validate(self) -> "IntegrateConfig":
@@ -76,6 +78,10 @@ class IntegrateConfig:
             raise DynamicsError(f"grow: must be > 1, got {self.grow}")
         if self.n_records < 2:
             raise DynamicsError(f"n_records: must be >= 2, got {self.n_records}")
+        if not self.snapshot_mb > 0:
+            raise DynamicsError(f"snapshot_mb: must be > 0, got {self.snapshot_mb}")
+        if self.max_chunks < 1:
+            raise DynamicsError(f"max_chunks: must be >= 1, got {self.max_chunks}")
         if self.rank_tol is not None and not self.rank_tol > 0:
             raise DynamicsError(f"rank_tol: must be > 0, got {self.rank_tol}")
         return self
@@ -93,7 +99,7 @@ class DLNRun:
     initial_weights: tuple
     lr_final: np.ndarray
     diverged: np.ndarray
-    snapshots: dict[int, list] = field(default_factory=dict)  # member -> [(t, weights tuple)]
+    snapshots: dict[int, dict] = field(default_factory=dict)  # member -> {record index: (t, weights tuple)}
     rank_tol: float = 0.0
     meta: dict = field(default_factory=dict)
 
@@ -111,10 +117,15 @@ class DLNRun:
         return df[cols].to_numpy()
 
     def weights_at(self, m: int, i: int):
-        """Snapshot ``i`` of member ``m`` (needs ``keep_params=True``): ``(t, weights)``."""
-        if m not in self.snapshots:
+        """Parameters of member ``m`` at its record ``i`` (needs ``keep_params=True``): ``(t, weights)``.
+
+        When the snapshots were thinned to fit ``snapshot_mb``, the nearest kept record is used.
+        """
+        if m not in self.snapshots or not self.snapshots[m]:
             raise DynamicsError("keep_params: parameters were not kept; rerun with keep_params=True")
-        return self.snapshots[m][i]
+        snaps = self.snapshots[m]
+        j = i if i in snaps else min(snaps, key=lambda k: abs(k - i))
+        return snaps[j]
 
 
 def default_rank_tol(stats: LinearStats) -> float:
@@ -216,7 +227,10 @@ def integrate(
     diverged = np.zeros(K, bool)
     n_sv = obs["sv"].shape[1]
     rows: list[dict] = []
-    snaps: dict[int, list] = {m: [] for m in range(K)} if config.keep_params else {}
+    snaps: dict[int, dict] = {m: {} for m in range(K)} if config.keep_params else {}
+    n_rec = np.zeros(K, dtype=np.int64)  # member-local record counter
+    snap_bytes = 4 * sum(int(np.prod(w.shape[1:])) for w in weights0)
+    stride = [1]
     next_dist = np.full(K, -np.inf)  # log10 t at which the next distance is due
 
     def record(mask, obs, params, lr_now):
@@ -247,8 +261,14 @@ def integrate(
             for i in range(n_sv):
                 row[f"sv_{i}"] = float(obs["sv"][m, i])
             rows.append(row)
-            if host is not None:
-                snaps[int(m)].append((float(t[m]), tuple(h[m].copy() for h in host)))
+            i_rec = int(n_rec[m])
+            n_rec[m] += 1
+            if host is not None and i_rec % stride[0] == 0:
+                snaps[int(m)][i_rec] = (float(t[m]), tuple(h[m].copy() for h in host))
+        if host is not None and sum(len(v) for v in snaps.values()) * snap_bytes > config.snapshot_mb * 2 ** 20:
+            stride[0] *= 2  # over budget: keep every other snapshot from now on, and thin the past
+            for m in snaps:
+                snaps[m] = {k: v for k, v in snaps[m].items() if k % stride[0] == 0}
 
     def done_mask(obs):
         ex = obs["loss"] - stats.e_min
@@ -300,10 +320,12 @@ def integrate(
     else:
         n = config.chunk
         vis_floor = 1e-4
+        n_chunks = 0
         while True:
             active = ~done_mask(obs)
-            if not np.any(active):
+            if not np.any(active) or n_chunks >= config.max_chunks:
                 break
+            n_chunks += 1
             lr_try = np.minimum(lr_m, (config.t_max - t) / n)
             lr_run = np.where(active, lr_try, 0.0)
             new_params, div = run_chunk(params, lr_run, n)
