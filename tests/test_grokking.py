@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,15 +105,11 @@ def test_token_model_bad_options():
 
 def test_transformer_fits_training_set():
     """The one-layer transformer (through the foundation trainer) memorises a small table."""
-    from phaseprobe.models import init_members
     from phaseprobe.train import TrainConfig, Trainer
 
     d = load_modular(p=11, op="+", train_frac=0.5, seed=0)
-
-    def make(k):
-        return build_model("transformer", d.input_shape, 11, key=k, width=64, embed_dim=32, n_heads=4)
-
-    model = init_members(make, jax.random.split(jax.random.PRNGKey(0), 1))
+    one = build_model("transformer", d.input_shape, 11, key=jax.random.PRNGKey(0), width=64, embed_dim=32, n_heads=4)
+    model = jax.tree_util.tree_map(lambda x: x[None] if eqx.is_array(x) else x, one)  # a one-member ensemble
     tr = Trainer(model, d, TrainConfig(loss="ce", optimizer="adamw", lr=3e-3, batch_size=None, epochs=300))
     res = tr.train(model, jnp.zeros(1), key=jax.random.PRNGKey(1))
     assert res.records[-1]["train_acc"][0] == 1.0
@@ -278,3 +275,17 @@ def test_cli_bad_operation_exits_cleanly():
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["error: op: unknown operation '%'; use one of '+', '-', '*', '/' (or add, sub, mul, div)"]
+
+
+def test_example_specs_parse_and_name_their_setup():
+    import glob
+
+    from phaseprobe.grokking import DEFAULT_SPEC, SETUPS, load_grok_file
+
+    files = sorted(glob.glob("examples/grok*.toml"))
+    assert len(files) >= 4
+    for f in files:
+        s = make_grok_spec(load_grok_file(f))
+        assert s.setup in SETUPS
+    default = make_grok_spec(load_grok_file("examples/grok_default.toml"))
+    assert default.hash() == make_grok_spec(DEFAULT_SPEC).hash()  # the file is the embedded default

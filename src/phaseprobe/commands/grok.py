@@ -52,8 +52,8 @@ def register(app: typer.Typer) -> None:
         """Grokking on (a op b) mod p: delay vs weight decay and init scale, hysteresis, geometry.
 
         With no flags it runs the embedded default (Omnigrok-style embedding MLP on (a + b) mod 47,
-        a 4 x 3 grid of weight decay x init scale in one ensemble, a warm-started weight-decay
-        loop and the plateau-vs-solution geometry): a few minutes on two CPU cores.
+        a 5 x 3 grid of weight decay x init scale in one ensemble, two warm-started weight-decay
+        loops and the plateau-vs-solution geometry): a few minutes on two CPU cores.
         """
         from phaseprobe.grokking import DEFAULT_SPEC, load_grok_file, make_grok_spec, run_grok
         from phaseprobe.sweep.spec import apply_overrides

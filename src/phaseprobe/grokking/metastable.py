@@ -102,7 +102,8 @@ def hysteresis_curves(df: pd.DataFrame, spec: GrokSpec) -> pd.DataFrame:
     g = d.groupby(["loop", "branch", "weight_decay", "step_index"], as_index=False).agg(
         train_acc=("train_acc", "mean"), test_acc=("test_acc", "mean"), w_sq=("w_sq", "mean"),
         n_seeds=("seed", "count"))
-    g = g.sort_values(["loop", "step_index"]).reset_index(drop=True)
+    order = {lp: i for i, lp in enumerate(dict.fromkeys(d["loop"]))}  # the spec's order of loops
+    g = g.assign(_o=g["loop"].map(order)).sort_values(["_o", "step_index"]).drop(columns="_o").reset_index(drop=True)
     g["phase"] = phase_label(g["train_acc"], g["test_acc"], spec)
     return g
 
@@ -224,11 +225,25 @@ def compare_geometry(ctx: GrokContext, summary: pd.DataFrame, grid_params: dict[
     """
     from phaseprobe.geometry import analyze_minima
 
+    from phaseprobe.geometry.base import to_float64, x64
+
     g = geometry or ctx.spec.geometry
     models, table = geometry_points(ctx, summary, grid_params, members, g)
-    geo = analyze_minima(models, ctx.dataset, "ce", alphas=table["alpha"].to_numpy(float), exact=None,
-                         max_params=g.max_params, n_probes=g.n_probes, lanczos_k=g.lanczos_k, key=key,
-                         warm_start=False)
+
+    def run(ms):
+        return analyze_minima(ms, ctx.dataset, "ce", alphas=table["alpha"].to_numpy(float), exact=None,
+                              max_params=g.max_params, n_probes=g.n_probes, lanczos_k=g.lanczos_k, key=key,
+                              warm_start=False)
+
+    if g.float64:
+        with x64():
+            geo = run([to_float64(m) for m in models])
+    else:
+        geo = run(models)
+    geo["precision"] = "float64" if g.float64 else "float32"
+    bottom = [np.asarray(b, float) for b in geo["bottom_E"]]
+    geo["neg_eigs_E"] = [int(np.sum(b < -t)) for b, t in zip(bottom, geo["tol"])]
+    geo["neg_eigs_E_lower_bound"] = [bool(len(b) and np.all(b < -t)) for b, t in zip(bottom, geo["tol"])]
     geo = geo.drop(columns=["member", "alpha"])
     out = pd.concat([table.reset_index(drop=True), geo.reset_index(drop=True)], axis=1)
     for c in ("top_E", "bottom_E", "top_L", "bottom_L"):

@@ -33,7 +33,7 @@ import pandas as pd
 
 from phaseprobe import __version__
 from phaseprobe.grokking.spec import GrokSpec
-from phaseprobe.models import build_model, init_members
+from phaseprobe.models import build_model
 from phaseprobe.train import TrainConfig, Trainer, log_epochs
 
 PHASES = ("underfit", "memorising", "grokking", "generalising")
@@ -100,9 +100,18 @@ class GrokContext:
                            **s.model_options())
 
     def members(self, seeds: Sequence[int], scales: Sequence[float]):
-        """Stacked fresh models: member m from ``seeds[m]``'s init times ``scales[m]``."""
-        keys = jnp.stack([init_key(s) for s in seeds])
-        return scale_members(init_members(self.make_one, keys), scales)
+        """Stacked fresh models: member m from ``seeds[m]``'s init times ``scales[m]``.
+
+        One eager build per distinct seed, stacked (the same numbers as ``init_members``'s
+        vmapped build, without tracing the constructor for every grid shape).
+        """
+        built: dict[int, object] = {}
+        for s in seeds:
+            if int(s) not in built:
+                built[int(s)] = self.make_one(init_key(int(s)))
+        ms = [built[int(s)] for s in seeds]
+        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs) if eqx.is_array(xs[0]) else xs[0], *ms)
+        return scale_members(stacked, scales)
 
     def record_epochs(self, epochs: int | None = None) -> list[int]:
         e = self.epochs if epochs is None else int(epochs)

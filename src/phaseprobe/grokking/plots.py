@@ -100,13 +100,14 @@ def plot_delay(dtab: pd.DataFrame, out: str | Path, steps: int, title: str = "")
         bad = g[~np.isfinite(g["delay"])]
         a1.plot(bad["weight_decay"], np.full(len(bad), top), "x", color=colors[sc], ms=9, mew=2)
     a1.axhline(top, color="k", lw=0.6, ls=":")
-    a1.text(0.02, 0.97, f"x: did not grok within {steps} steps", transform=a1.transAxes, va="top", fontsize=9)
+    notes = [f"x on the dotted line: did not grok within {steps} steps"]
     z = dtab[dtab["weight_decay"] == 0]
     if len(z):
         grok0 = [f"x{r.init_scale:g}: {r.delay:.0f}" for r in z.itertuples() if np.isfinite(r.delay)]
-        msg = ("delay " + ", ".join(grok0)) if grok0 else f"no grok within {steps} steps at any init scale"
-        a1.text(0.02, 0.90, f"weight decay 0 (off the log axis): {msg}", transform=a1.transAxes, va="top", fontsize=9)
+        msg = ("delay " + ", ".join(grok0)) if grok0 else "no grok at any init scale"
+        notes.append(f"weight decay 0 (off the log axis): {msg}")
     a1.set_xscale("log")
+    _ticks(a1, sorted(d["weight_decay"].unique()))
     a1.set_yscale("log")
     a1.set_xlabel(WD_LABEL)
     a1.set_ylabel("grokking delay  t_test - t_train  (steps)")
@@ -124,19 +125,36 @@ def plot_delay(dtab: pd.DataFrame, out: str | Path, steps: int, title: str = "")
         a2.plot(bad["init_scale"], np.full(len(bad), top), "x", color=c, ms=9, mew=2)
     a2.axhline(top, color="k", lw=0.6, ls=":")
     a2.set_xscale("log")
+    _ticks(a2, scales)
     a2.set_yscale("log")
     a2.set_xlabel("init scale (multiplies every initial parameter)")
     a2.set_ylabel("grokking delay (steps)")
     a2.set_title("delay vs init scale")
     a2.grid(alpha=0.3, which="both")
-    a2.legend(fontsize=9, loc="lower right")
+    a2.legend(fontsize=9, loc="best")
     if len(scales) < 2:
         a2.text(0.5, 0.5, "one init scale on the grid", transform=a2.transAxes, ha="center")
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.text(0.01, 0.01, ";  ".join(notes), fontsize=9)
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return Path(out)
+
+
+def _ticks(ax, values) -> None:
+    """Major ticks at the grid values (plain numbers), no minor tick labels on a log axis."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    vals = [v for v in values if v > 0]
+    if not vals:
+        return
+    ax.xaxis.set_major_locator(FixedLocator(vals))
+    ax.set_xticklabels([f"{v:g}" for v in vals])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    lo, hi = min(vals), max(vals)
+    ax.set_xlim(lo / 1.5, hi * 1.5)
 
 
 def plot_phase_map(summary: pd.DataFrame, out: str | Path, steps: int, title: str = "") -> Path:
@@ -238,7 +256,7 @@ def plot_geometry(geo: pd.DataFrame, out: str | Path, title: str = "") -> Path:
             if which == "E":
                 neg = int(np.sum(bot < -r.tol))
                 lb = "+" if neg == len(bot) and neg > 0 else ""
-                txt = f"neg. eigs {neg}{lb} (of {len(bot)} bottom)\nR_E = {R:.3g}{se_t}\n|grad E| = {r.grad_norm_E:.2g}\ntest acc {r.test_acc:.2f}"
+                txt = f"neg. eigenvalues {neg}{lb} (of {len(bot)} bottom)\nR_E = {R:.3g}{se_t}\n|grad E| = {r.grad_norm_E:.2g}\ntest acc {r.test_acc:.2f}"
             else:
                 lb = "+" if r.saddle_index_lower_bound else ""
                 txt = f"saddle index {r.saddle_index_L}{lb}\nR_L = {R:.3g}{se_t}\n|grad L| = {r.grad_norm_L:.2g}\nalpha = {r.alpha:g}"

@@ -187,8 +187,8 @@ def write_grok_report(res: GrokResult, spec: GrokSpec) -> Path:
     if res.geometry is not None:
         g = res.geometry
         keep = ["point", "weight_decay", "step", "train_acc", "test_acc", "w_sq", "E", "L", "grad_norm_L",
-                "saddle_index_L", "saddle_index_lower_bound", "lambda_min_L", "lambda_max_L", "lambda_min_E",
-                "lambda_max_E", "R_E", "R_E_se", "R_L", "R_L_se", "tr_H_E", "method"]
+                "saddle_index_L", "saddle_index_lower_bound", "neg_eigs_E", "neg_eigs_E_lower_bound", "lambda_min_L", "lambda_max_L", "lambda_min_E",
+                "lambda_max_E", "R_E", "R_E_se", "R_L", "R_L_se", "tr_H_E", "method", "precision"]
         add_section(out, "grok_geometry", "Metastability: geometry of the plateau and the solution",
                     "Hessians of E and of L = E + alpha ||w||^2 (alpha = beta/2 of the run) at the memorising plateau "
                     "(the same member re-trained to the geometric mean of its train-fit and test-fit steps), at its "
@@ -197,3 +197,29 @@ def write_grok_report(res: GrokResult, spec: GrokSpec) -> Path:
                     figures=["grok_geometry.png"] if (out / "grok_geometry.png").exists() else [],
                     tables={"points": g[[c for c in keep if c in g.columns]]}, order=30)
     return out / "report.html"
+
+
+def load_grok(out: str | Path) -> tuple[GrokResult, GrokSpec]:
+    """Read a finished grokking folder back (tables from its Parquet files, the spec from
+    ``grok_spec.json``), e.g. to redraw its figures with :func:`write_figures`."""
+    from phaseprobe.grokking.metastable import hysteresis_curves, hysteresis_summaries
+    from phaseprobe.grokking.spec import GrokSpec
+    from phaseprobe.store import StoreError
+
+    out = Path(out)
+    meta = out / "grok_spec.json"
+    if not meta.exists():
+        raise StoreError(f"out: '{out}' is not a grokking run folder (no grok_spec.json); run `phaseprobe grok --out {out}` first")
+    spec = GrokSpec(**json.loads(meta.read_text())["spec"])
+
+    def read(name):
+        p = out / name
+        return pd.read_parquet(p) if p.exists() else None
+
+    res = GrokResult(out=out, records=read("grok_records.parquet"), summary=read("grok_summary.parquet"),
+                     delays=read("grok_delays.parquet"), hysteresis=read("grok_hysteresis.parquet"),
+                     geometry=read("grok_geometry.parquet"))
+    if res.hysteresis is not None:
+        res.hysteresis_curves = hysteresis_curves(res.hysteresis, spec)
+        res.hysteresis_summary = hysteresis_summaries(res.hysteresis_curves)
+    return res, spec

@@ -126,6 +126,10 @@ class GeometrySpec(BaseModel):
     mean of its train-fit and test-fit steps; the generalised point is its final state; with
     ``include_memoriser`` the final state of the same init at weight decay 0 (if on the grid)
     is added. Models up to ``max_params`` get exact Hessians, larger ones Lanczos/Hutchinson.
+    ``float64`` evaluates the geometry in double precision (inside a local x64 context): the
+    memorising end points are nearly flat (eigenvalues ~1e-7), where float32 rounding would
+    blur the sign of the smallest eigenvalues. ``neg_eigs_E`` counts negative eigenvalues of
+    ``H_E`` among the ``lanczos_k`` bottom ones (raise ``lanczos_k`` to count further).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -138,6 +142,7 @@ class GeometrySpec(BaseModel):
     max_params: int = 5000
     n_probes: int = 64
     lanczos_k: int = 5
+    float64: bool = True
 
     @field_validator("max_params", "lanczos_k")
     @classmethod
@@ -387,9 +392,10 @@ DEFAULT_SPEC: dict[str, Any] = {
     "setup": "omnigrok",
     "p": 47,
     "train_frac": 0.5,
-    "weight_decays": [0.0, 0.3, 1.0, 3.0],
+    "weight_decays": [0.0, 0.75, 1.5, 3.0, 6.0],
     "init_scales": [0.5, 1.0, 2.0],
     "steps": 4000,
-    "hysteresis": {"enabled": True, "weight_decays": "0.03:30:10", "steps_per_point": 800, "init_scale": 1.0},
+    "hysteresis": {"enabled": True, "weight_decays": "0.1:30:8", "steps_per_point": 800, "init_scale": 1.0,
+                   "tops": [6.0, 30.0]},
     "geometry": {"enabled": True},
 }
