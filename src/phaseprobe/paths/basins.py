@@ -57,6 +57,7 @@ class BasinEdge:
     error_src: float = float("nan")
     error_dst: float = float("nan")
     index: int = -1
+    index_lower_bound: bool = False
     negative_eigs: str = ""
     probe: str = ""
 
@@ -64,7 +65,8 @@ class BasinEdge:
         return {"from": basin_str(self.src), "to": basin_str(self.dst), "kind": self.kind, "strength_c": self.strength_c,
                 "saddle_error": self.saddle_error, "barrier_from": self.saddle_error - self.error_src,
                 "barrier_to": self.saddle_error - self.error_dst, "error_from": self.error_src, "error_to": self.error_dst,
-                "saddle_index": self.index, "negative_eigs": self.negative_eigs, "probe": self.probe}
+                "saddle_index": self.index, "index_lower_bound": self.index_lower_bound, "negative_eigs": self.negative_eigs,
+                "probe": self.probe}
 
 
 @dataclass
@@ -122,6 +124,7 @@ def build_basin_graph(results: Sequence[ProbeResult], names: Sequence[str] | Non
                     if t.saddle is not None:
                         e.saddle_error = float(t.saddle.error)
                         e.index = int(t.saddle.index)
+                        e.index_lower_bound = bool(t.saddle.index_lower_bound)
                         e.negative_eigs = " ".join(f"{v:.3g}" for v in t.saddle.negative_eigs[:5])
                     g.edges.append(e)
                     if t.excursion is not None and tuple(t.excursion.end_basin) != tuple(t.basin_hi):
@@ -192,11 +195,22 @@ def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin
             pos[nodes[i].key] = ((j - (m - 1) / 2.0) * 1.6, -float(lev))
     xs = [p[0] for p in pos.values()]
     dy = 1.0
-    # edges
+    # edges: drift edges (continuous class-set changes) merged per pair of basins into one thin
+    # grey line whose width counts them; jumps, saddles and returns drawn and labelled one by one
     seen_pairs: dict = {}
     colors = {"saddle": "tab:red", "jump": "tab:orange", "drift": "tab:gray", "return": "tab:blue"}
+    drift: dict = {}
     for e in graph.edges:
-        if e.src not in pos or e.dst not in pos:
+        if e.kind == "drift" and e.src in pos and e.dst in pos and e.src != e.dst:
+            k = frozenset((e.src, e.dst))
+            drift[k] = drift.get(k, 0) + 1
+    for k, cnt in drift.items():
+        a, b = tuple(k)
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        ax.plot([x0, x1], [y0, y1], "-", color="0.6", lw=0.6 + 0.6 * cnt, alpha=0.6, zorder=1)
+    n_loops: dict = {}
+    for e in graph.edges:
+        if e.kind == "drift" or e.src not in pos or e.dst not in pos:
             continue
         p0, p1 = pos[e.src], pos[e.dst]
         pk = frozenset((e.src, e.dst))
@@ -204,17 +218,20 @@ def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin
         seen_pairs[pk] = n_same + 1
         col = colors.get(e.kind, "k")
         if e.src == e.dst:
-            ax.add_patch(FancyArrowPatch((p0[0] - 0.15, p0[1]), (p0[0] + 0.15, p0[1]), connectionstyle="arc3,rad=-2.5",
-                                         arrowstyle="->", mutation_scale=12, color=col, lw=1.2))
-            xm, ym = p0[0], p0[1] + 0.3
+            j = n_loops.get(e.src, 0)
+            n_loops[e.src] = j + 1
+            ax.add_patch(FancyArrowPatch((p0[0] - 0.15, p0[1] + 0.1), (p0[0] + 0.15, p0[1] + 0.1),
+                                         connectionstyle=f"arc3,rad={-2.0 - 0.8 * j}", arrowstyle="->", mutation_scale=12,
+                                         color=col, lw=1.2))
+            xm, ym = p0[0] + 0.45, p0[1] + 0.15 + 0.28 * j
         else:
             rad = 0.15 + 0.12 * n_same
             ax.add_patch(FancyArrowPatch(p0, p1, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=14,
-                                         color=col, lw=1.4, shrinkA=18, shrinkB=18, linestyle="--" if e.kind == "drift" else "-"))
+                                         color=col, lw=1.4, shrinkA=18, shrinkB=18))
             xm, ym = 0.5 * (p0[0] + p1[0]) + 0.25 + 0.35 * n_same, 0.5 * (p0[1] + p1[1]) + 0.12 * n_same
         txt = f"b={e.strength_c:.3g}" if np.isfinite(e.strength_c) else e.kind
         if np.isfinite(e.saddle_error):
-            txt += f"\nE_s={e.saddle_error:.3g}, idx {e.index}"
+            txt += f", E_s={e.saddle_error:.3g}, idx {'>=' if e.index_lower_bound else ''}{e.index}"
         ax.text(xm, ym, txt, fontsize=7, color=col, ha="left", va="center")
     for n in nodes:
         x, y = pos[n.key]
@@ -229,7 +246,8 @@ def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin
     ax.set_yticks([-float(lev) for lev in range(len(groups))])
     ax.set_yticklabels([f"{(nodes[g[0]].error if toy else nodes[g[0]].accuracy):.3g}" for g in groups], fontsize=8)
     ax.set_ylabel("basins by height: lowest training error" if toy else "basins by height: best test accuracy in the basin")
-    handles = [plt.Line2D([], [], color=c, label=k) for k, c in colors.items() if any(e.kind == k for e in graph.edges)]
+    handles = [plt.Line2D([], [], color=c, label=k + (" (class set changed between two grid points)" if k == "drift" else ""))
+               for k, c in colors.items() if any(e.kind == k for e in graph.edges)]
     if handles:
         ax.legend(handles=handles, loc="lower right", fontsize=8, title=f"edges (b = strength, {graph.convention})")
     ax.set_title(title)
