@@ -8,6 +8,8 @@ dataset folder is absent; the table says which).
 Contenders, run side by side in one process, in interleaved rounds (median of ``--repeats``):
 
 * **ensemble**: one ``Trainer`` with K = 16 members, one compiled program (vmap x scan);
+  also with ``shuffle="shared"`` (one minibatch order for all members: one gather per step and
+  one large first-layer product instead of 16 small ones);
 * **one at a time**: the same trainer with K = 1, called 16 times (one compilation, reused);
 * **torch loop**: a plain per-model PyTorch loop (``nn.Sequential``, ``torch.optim.Adam``),
   16 models one after the other, the same penalty in the loss.
@@ -77,6 +79,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--torch-1thread", action="store_true",
+                    help="also time the PyTorch loop with one intra-op thread (robust when other processes load the cores)")
     args = ap.parse_args()
 
     import jax
@@ -116,6 +120,21 @@ def main() -> None:
         st, *_ = ens._prepare(model, alphas, key=shuffle)
         t = time.perf_counter()
         jax.block_until_ready(ens._run(st, *run_args))
+        return time.perf_counter() - t
+
+    # the same ensemble with one shared minibatch order (TrainConfig.shuffle="shared")
+    import dataclasses
+
+    shr = Trainer(model, data, dataclasses.replace(cfg, shuffle="shared"))
+    t = time.perf_counter()
+    st_s, *_ = shr._prepare(model, alphas, key=shuffle)
+    jax.block_until_ready(shr._run(st_s, *run_args[:-2], shr.x_train, shr.y_train))
+    compile_shared = time.perf_counter() - t
+
+    def shared_loop():
+        st, *_ = shr._prepare(model, alphas, key=shuffle)
+        t = time.perf_counter()
+        jax.block_until_ready(shr._run(st, *run_args[:-2], shr.x_train, shr.y_train))
         return time.perf_counter() - t
 
     def ensemble_train():
@@ -176,43 +195,65 @@ def main() -> None:
 
             torch_one(1e-3, 0, epochs=1)  # warm-up (allocator, kernels)
 
-            def torch_loop():
-                t = time.perf_counter()
-                for j in range(K):
-                    torch_one(float(alphas_np[j]), j)
-                return time.perf_counter() - t
+            def torch_loop(threads: int | None = None):
+                default = torch.get_num_threads()
+                if threads is not None:
+                    torch.set_num_threads(threads)
+                try:
+                    t = time.perf_counter()
+                    for j in range(K):
+                        torch_one(float(alphas_np[j]), j)
+                    return time.perf_counter() - t
+                finally:
+                    torch.set_num_threads(default)
 
     # ---- interleaved rounds --------------------------------------------------------------------------
-    contenders = {"ensemble (K=16, epoch loop)": ensemble_loop, "ensemble train() end to end": ensemble_train,
+    contenders = {"ensemble (K=16, epoch loop)": ensemble_loop, "ensemble, shuffle='shared'": shared_loop,
+                  "ensemble train() end to end": ensemble_train,
                   "one at a time (K=1, 16 calls)": single_loop}
     if torch_loop is not None:
-        contenders["torch loop (16 models)"] = torch_loop
+        contenders[f"torch loop ({K} models)"] = torch_loop
+        if args.torch_1thread:
+            contenders[f"torch loop, 1 thread"] = lambda: torch_loop(1)
     times: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(args.repeats):
+    cpu: dict[str, list[float]] = {k: [] for k in contenders}
+    for r in range(args.repeats):
         for name, fn in contenders.items():
+            c0 = time.process_time()
             times[name].append(fn())
+            cpu[name].append(time.process_time() - c0)  # all threads of this process
+            print(f"round {r + 1}: {name}: {times[name][-1]:.2f} s wall, {cpu[name][-1]:.2f} s cpu, "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
     load1 = os.getloadavg()
     peak_end = sgemm_peak()
-    peak_med = statistics.median([peak, peak_end])
+    peak_med = max(peak, peak_end)  # the best the cores did: the conservative denominator
 
     med = {k: statistics.median(v) for k, v in times.items()}
     ens_t = med["ensemble (K=16, epoch loop)"]
+    print()
     print(f"data: {source}; {n} samples x {E} epochs x {K} members, batch {B}, Adam lr 1e-3, CE + alpha||w||^2")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cores); torch {torch_version or 'not run'}")
     print(f"load average (1 min) at start {load0[0]:.1f}, at end {load1[0]:.1f} -- the cores are shared")
-    print(f"sgemm peak (2048^2 float32 matmul, JAX): {peak:.0f} GFLOP/s at start, {peak_end:.0f} at end; using {peak_med:.0f}")
+    print(f"sgemm peak (2048^2 float32 matmul, JAX): {peak:.0f} GFLOP/s at start, {peak_end:.0f} at end; using the larger, {peak_med:.0f}")
     print(f"FLOPs counted: 6 * P * samples = 6 * {P} * {n * E * K} = {flops / 1e9:.1f} GFLOP "
           f"(matmul work actually done: {real_matmul:.2f} of that)")
     print(f"compile: ensemble epoch program {compile_ens:.1f} s, its evaluation {compile_eval:.1f} s, "
-          f"K=1 epoch program {compile_single:.1f} s")
+          f"shared-shuffle program {compile_shared:.1f} s, K=1 epoch program {compile_single:.1f} s")
     print()
-    head = f"{'contender':32s} {'median s':>9s} {'min s':>7s} {'GFLOP/s':>8s} {'% sgemm':>8s} {'ensemble speed-up':>18s}"
+    cmed = {k: statistics.median(v) for k, v in cpu.items()}
+    ens_c = cmed["ensemble (K=16, epoch loop)"]
+    head = (f"{'contender':32s} {'wall s':>7s} {'min s':>6s} {'GFLOP/s':>8s} {'% sgemm':>8s} {'ens. x':>7s}"
+            f" {'cpu s':>7s} {'GFLOP/cpu-s':>12s} {'ens. x (cpu)':>13s}")
     print(head)
     print("-" * len(head))
     for name, v in times.items():
         m = med[name]
         gf = flops / m / 1e9
-        print(f"{name:32s} {m:9.2f} {min(v):7.2f} {gf:8.1f} {100 * gf / peak_med:7.0f}% {m / ens_t:17.2f}x")
+        print(f"{name:32s} {m:7.2f} {min(v):6.2f} {gf:8.1f} {100 * gf / peak_med:7.0f}% {m / ens_t:6.2f}x"
+              f" {cmed[name]:7.2f} {flops / cmed[name] / 1e9:12.1f} {cmed[name] / ens_c:12.2f}x")
+    print("(wall: median over rounds; 'ens. x' = this contender's time / the ensemble epoch loop's; cpu s = "
+          "process CPU time, all threads, which contention from other processes inflates less than wall time; "
+          "the sgemm peak is for both cores)")
     print()
     print(f"runs per contender: {args.repeats}; all times: " + "; ".join(
         f"{k.split(' (')[0]}: " + ", ".join(f"{t:.2f}" for t in v) for k, v in times.items()))

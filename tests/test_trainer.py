@@ -94,6 +94,21 @@ def test_member_in_ensemble_equals_member_alone(cfg):
     assert not np.allclose(ens_leaves[0][0], ens_leaves[0][1])
 
 
+def test_shared_shuffle_gives_every_member_member_zeros_order():
+    data = _classification()
+    model = _mlp_members(KEYS4[:3], 6, 3)
+    alphas = jnp.array([0.0, 1e-2, 1e-1])
+    tr = Trainer(model, data, TrainConfig(optimizer="adam", batch_size=20, epochs=2, lr=1e-2, shuffle="shared"))
+    ens = tr.train(model, alphas, key=SHUF4[:3])
+    own = Trainer(model, data, TrainConfig(optimizer="adam", batch_size=20, epochs=2, lr=1e-2))
+    for j in range(3):
+        # alone, with member 0's shuffle key, in the default per-member mode: the same trajectory
+        alone = own.train(_member(model, j), alphas[j : j + 1], key=SHUF4[:1])
+        _assert_close([l[j] for l in _leaves(ens.model)], [l[0] for l in _leaves(alone.model)])
+    with pytest.raises(TrainError, match="^shuffle:"):
+        TrainConfig(shuffle="global").validate()
+
+
 # ---- ridge regression: the closed form in this project's convention ------------------------
 
 
@@ -404,7 +419,8 @@ def test_new_alphas_lrs_keys_and_lengths_do_not_recompile():
 
 
 @pytest.mark.parametrize("cfg", [TrainConfig(optimizer="adam", batch_size=16, epochs=1),
-                                 TrainConfig(optimizer="gd", epochs=1)], ids=["minibatch", "fullbatch"])
+                                 TrainConfig(optimizer="adam", batch_size=16, epochs=1, shuffle="shared"),
+                                 TrainConfig(optimizer="gd", epochs=1)], ids=["minibatch", "shared", "fullbatch"])
 def test_compiled_epoch_never_copies_the_data_per_member(cfg):
     # odd sizes so that a per-member copy of the training set, 3x97x7, is unmistakable
     data = _classification(n=97, d=7)
@@ -427,7 +443,9 @@ def test_compiled_epoch_never_copies_the_data_per_member(cfg):
     assert not any("constant" in line and "97x7xf32" in line for line in text.splitlines())  # ... not a constant
     assert "3x97x7xf32" not in text  # ... and never broadcast or copied per member
     data_gathers = [line for line in text.splitlines() if "gather" in line and "(tensor<97x7xf32>" in line]
-    if cfg.optimizer == "adam":  # each member gathers only its own (16, 7) minibatch
+    if cfg.shuffle == "shared":  # one (16, 7) minibatch for the whole ensemble
+        assert data_gathers and all(line.endswith("-> tensor<16x7xf32>") for line in data_gathers)
+    elif cfg.optimizer == "adam":  # each member gathers only its own (16, 7) minibatch
         assert data_gathers and all(line.endswith("-> tensor<3x16x7xf32>") for line in data_gathers)
     else:  # full batch: the members read the data in place
         assert data_gathers == []

@@ -58,6 +58,10 @@ class TrainConfig:
     """Settings shared by all members of an ensemble (per-member values go to :func:`train`).
 
     ``batch_size=None`` (or ``optimizer="gd"``) is full-batch: one step per epoch.
+    ``shuffle="member"`` gives every member its own minibatch order (from its own key);
+    ``shuffle="shared"`` gives all members one order (member 0's key, the ensemble's epoch count):
+    the minibatch is then gathered once per step and the members' first-layer products become one
+    large matrix product (about 1.25x the throughput on CPU), at the price of a common data order.
     With ``optimizer="adamw"`` the decay is decoupled: ``w <- w - lr * 2 * alpha * w`` (that is,
     PyTorch's AdamW with ``weight_decay = beta = 2 alpha``) and no penalty enters the gradient.
     """
@@ -76,6 +80,7 @@ class TrainConfig:
     min_delta: float = 0.0
     grad_tol: float | None = None
     eval_batch: int = 8192
+    shuffle: str = "member"
 
     def validate(self) -> "TrainConfig":
         for name in ("batch_size", "epochs", "patience", "eval_batch"):
@@ -96,6 +101,8 @@ class TrainConfig:
             raise TrainError(f"batch_size: must be a positive integer (or None for full batch), got {self.batch_size}")
         if self.epochs < 0:
             raise TrainError(f"epochs: must be >= 0, got {self.epochs}")
+        if self.shuffle not in ("member", "shared"):
+            raise TrainError(f"shuffle: unknown '{self.shuffle}'; use 'member' or 'shared'")
         if self.penalty_on not in ("all", "weights"):
             raise TrainError(f"penalty_on: unknown '{self.penalty_on}'; use 'all' or 'weights'")
         if self.patience is not None and self.patience < 1:
@@ -302,7 +309,16 @@ class Trainer:
         return jax.tree_util.tree_map(lambda a, d, m: a + (2.0 * alpha * m) * d if m else a, g, diff, self.mask)
 
     # ---- one member, one epoch -------------------------------------------------------------
-    def _member_epoch(self, params, opt_state, key, epoch, alpha, lr, ref, st, x_train, y_train):
+    def _batches(self, key, epoch):
+        """Minibatch indices (steps, b) and weights of one epoch: permutation(fold_in(key, epoch))."""
+        n, b, spe = self.n_train, self.batch, self.steps_per_epoch
+        perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+        pad = spe * b - n
+        idx = jnp.concatenate([perm, perm[:pad]]).reshape(spe, b)
+        wts = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)]).reshape(spe, b)
+        return idx, wts
+
+    def _member_epoch(self, params, opt_state, key, epoch, alpha, lr, ref, st, x_train, y_train, shared=None):
         c = self.config
         opt = self._optimizer(lr, alpha, ref)
         n, b, spe = self.n_train, self.batch, self.steps_per_epoch
@@ -310,11 +326,10 @@ class Trainer:
             # the whole training set, shared by every member: no gather, no copy
             idx = jnp.zeros((1,), jnp.int32)
             wts = jnp.ones((1, n), jnp.float32)
+        elif shared is not None:
+            idx, wts = shared  # one order for the ensemble (not batched over members)
         else:
-            perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-            pad = spe * b - n
-            idx = jnp.concatenate([perm, perm[:pad]]).reshape(spe, b)
-            wts = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)]).reshape(spe, b)
+            idx, wts = self._batches(key, epoch)
 
         active0, diverged0 = st
         grad_fn = jax.value_and_grad(self._batch_loss, has_aux=True)
@@ -368,10 +383,13 @@ class Trainer:
         ref_axis = None if ref is None else 0
 
         def epoch_body(_, s: TrainState):
+            shared = None
+            if c.shuffle == "shared" and not self.full_batch:
+                shared = self._batches(s.key[0], jnp.max(s.epoch_offset + s.epochs))
             p, o, active, diverged, err, gnorm = jax.vmap(
-                self._member_epoch, in_axes=(0, 0, 0, 0, 0, 0, ref_axis, 0, None, None)
+                self._member_epoch, in_axes=(0, 0, 0, 0, 0, 0, ref_axis, 0, None, None, None)
             )(s.params, s.opt_state, s.key, s.epoch_offset + s.epochs, alpha, lr, ref, (s.active, s.diverged),
-              x_train, y_train)
+              x_train, y_train, shared)
             ran = s.active
             epochs = s.epochs + ran.astype(s.epochs.dtype)
             improved = err < s.best - c.min_delta
