@@ -117,7 +117,8 @@ def hysteresis_summary(curves: pd.DataFrame) -> dict:
     """Where each branch changes phase, and whether memorising comes back on the way down.
 
     Keys: ``up_first_generalising`` (smallest weight decay at which the up branch generalises),
-    ``up_collapse`` (first weight decay after that where it underfits), ``down_regain``
+    ``up_collapse`` (first weight decay where it underfits after having fitted the training set),
+    ``up_memorising_until`` (largest weight decay at which the up branch memorises), ``down_regain``
     (largest weight decay at which the down branch generalises again after a collapse, or its
     first point), ``down_lowest_generalising`` (smallest weight decay the down branch still
     generalises at), ``memorising_returns`` and ``down_memorising_at`` (the largest weight decay
@@ -132,11 +133,9 @@ def hysteresis_summary(curves: pd.DataFrame) -> dict:
     if len(up):
         gen = up[up["phase"] == "generalising"]
         out["up_first_generalising"] = float(gen["weight_decay"].iloc[0]) if len(gen) else float("nan")
-        if len(gen):
-            after = up[(up["step_index"] > gen["step_index"].iloc[0]) & (up["phase"] == "underfit")]
-            out["up_collapse"] = float(after["weight_decay"].iloc[0]) if len(after) else float("nan")
-        else:
-            out["up_collapse"] = float("nan")
+        fitted = up[up["phase"] != "underfit"]
+        after = up[(up["step_index"] > fitted["step_index"].iloc[0]) & (up["phase"] == "underfit")] if len(fitted) else up.iloc[:0]
+        out["up_collapse"] = float(after["weight_decay"].iloc[0]) if len(after) else float("nan")
         out["up_memorising_until"] = float(up[up["phase"] == "memorising"]["weight_decay"].max()) \
             if (up["phase"] == "memorising").any() else float("nan")
     if len(down):

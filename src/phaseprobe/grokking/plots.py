@@ -249,14 +249,21 @@ def plot_geometry(geo: pd.DataFrame, out: str | Path, title: str = "") -> Path:
         for i, r in enumerate(geo.itertuples(index=False)):
             top = np.asarray(getattr(r, f"top_{which}"), float)
             bot = np.asarray(getattr(r, f"bottom_{which}"), float)
+            if len(bot) >= r.n_params:  # the full spectrum (exact mode, lanczos_k >= n): every eigenvalue
+                jit = np.random.default_rng(0).uniform(-0.18, 0.18, len(bot))
+                ax.plot(i + jit, bot, ".", color="#555555", ms=2, alpha=0.35,
+                        label=f"all eigenvalues of H_{which}" if i == 0 else None)
+                top, bot = top[:5], bot[:5]
             ax.plot(np.full(len(top), i) + 0.08, top, "o", color="#1f77b4", ms=6, label=f"top eigenvalues of H_{which}" if i == 0 else None)
             ax.plot(np.full(len(bot), i) - 0.08, bot, "v", color="#d62728", ms=6, label=f"bottom eigenvalues of H_{which}" if i == 0 else None)
+            bot = np.asarray(getattr(r, f"bottom_{which}"), float)
             R, se = getattr(r, f"R_{which}"), getattr(r, f"R_{which}_se")
             se_t = f" +- {se:.2g}" if se and np.isfinite(se) and se > 0 else ""
             if which == "E":
                 neg = int(np.sum(bot < -r.tol))
                 lb = "+" if neg == len(bot) and neg > 0 else ""
-                txt = f"neg. eigenvalues {neg}{lb} (of {len(bot)} bottom)\nR_E = {R:.3g}{se_t}\n|grad E| = {r.grad_norm_E:.2g}\ntest acc {r.test_acc:.2f}"
+                of = f"all {len(bot)}" if len(bot) >= r.n_params else f"{len(bot)} bottom"
+                txt = f"neg. eig. {neg}{lb} / {of}\nR_E = {R:.3g}{se_t}\n|grad E| = {r.grad_norm_E:.2g}\ntest acc {r.test_acc:.2f}"
             else:
                 lb = "+" if r.saddle_index_lower_bound else ""
                 txt = f"saddle index {r.saddle_index_L}{lb}\nR_L = {R:.3g}{se_t}\n|grad L| = {r.grad_norm_L:.2g}\nalpha = {r.alpha:g}"
@@ -266,7 +273,7 @@ def plot_geometry(geo: pd.DataFrame, out: str | Path, title: str = "") -> Path:
         ax.set_xticks(range(len(pts)), [f"{p}\n(wd {w:g}, step {s})" for p, w, s in zip(pts, geo["weight_decay"], geo["step"])], fontsize=8)
         ax.set_xlim(-0.6, len(pts) - 0.4)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8, loc="center right")
+        ax.legend(fontsize=8, loc="best")
         ax.set_ylabel("Hessian eigenvalue of E (mean CE over train)" if which == "E"
                       else "Hessian eigenvalue of L = E + alpha ||w||^2")
         ax.set_title(f"data error E" if which == "E" else "regularised loss L (alpha = beta/2)", pad=62, fontsize=10)
