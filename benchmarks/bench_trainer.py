@@ -8,8 +8,9 @@ dataset folder is absent; the table says which).
 Contenders, run side by side in one process, in interleaved rounds (median of ``--repeats``):
 
 * **ensemble**: one ``Trainer`` with K = 16 members, one compiled program (vmap x scan);
-  also with ``shuffle="shared"`` (one minibatch order for all members: one gather per step and
-  one large first-layer product instead of 16 small ones);
+  also with ``member_chunk=4`` (members 4 at a time: their state stays in cache), with
+  ``shuffle="shared"`` (one minibatch order for all members: one gather per step and one large
+  first-layer product instead of 16 small ones), and with both;
 * **one at a time**: the same trainer with K = 1, called 16 times (one compilation, reused);
 * **torch loop**: a plain per-model PyTorch loop (``nn.Sequential``, ``torch.optim.Adam``),
   16 models one after the other, the same penalty in the loss.
@@ -122,20 +123,27 @@ def main() -> None:
         jax.block_until_ready(ens._run(st, *run_args))
         return time.perf_counter() - t
 
-    # the same ensemble with one shared minibatch order (TrainConfig.shuffle="shared")
+    # the same ensemble with other layouts: one shared minibatch order (shuffle="shared"),
+    # members 4 at a time (member_chunk=4), and both
     import dataclasses
 
-    shr = Trainer(model, data, dataclasses.replace(cfg, shuffle="shared"))
-    t = time.perf_counter()
-    st_s, *_ = shr._prepare(model, alphas, key=shuffle)
-    jax.block_until_ready(shr._run(st_s, *run_args[:-2], shr.x_train, shr.y_train))
-    compile_shared = time.perf_counter() - t
-
-    def shared_loop():
-        st, *_ = shr._prepare(model, alphas, key=shuffle)
+    variants, compile_variants = {}, {}
+    for label, changes in (("ensemble, member_chunk=4", dict(member_chunk=4)),
+                           ("ensemble, shuffle='shared'", dict(shuffle="shared")),
+                           ("ensemble, shared + chunk 4", dict(shuffle="shared", member_chunk=4))):
+        tv = Trainer(model, data, dataclasses.replace(cfg, **changes))
         t = time.perf_counter()
-        jax.block_until_ready(shr._run(st, *run_args[:-2], shr.x_train, shr.y_train))
-        return time.perf_counter() - t
+        st_v, *_ = tv._prepare(model, alphas, key=shuffle)
+        jax.block_until_ready(tv._run(st_v, *run_args[:-2], tv.x_train, tv.y_train))
+        compile_variants[label] = time.perf_counter() - t
+
+        def variant_loop(tv=tv):
+            st, *_ = tv._prepare(model, alphas, key=shuffle)
+            t = time.perf_counter()
+            jax.block_until_ready(tv._run(st, *run_args[:-2], tv.x_train, tv.y_train))
+            return time.perf_counter() - t
+
+        variants[label] = variant_loop
 
     def ensemble_train():
         t = time.perf_counter()
@@ -208,7 +216,7 @@ def main() -> None:
                     torch.set_num_threads(default)
 
     # ---- interleaved rounds --------------------------------------------------------------------------
-    contenders = {"ensemble (K=16, epoch loop)": ensemble_loop, "ensemble, shuffle='shared'": shared_loop,
+    contenders = {"ensemble (K=16, epoch loop)": ensemble_loop, **variants,
                   "ensemble train() end to end": ensemble_train,
                   "one at a time (K=1, 16 calls)": single_loop}
     if torch_loop is not None:
@@ -238,7 +246,8 @@ def main() -> None:
     print(f"FLOPs counted: 6 * P * samples = 6 * {P} * {n * E * K} = {flops / 1e9:.1f} GFLOP "
           f"(matmul work actually done: {real_matmul:.2f} of that)")
     print(f"compile: ensemble epoch program {compile_ens:.1f} s, its evaluation {compile_eval:.1f} s, "
-          f"shared-shuffle program {compile_shared:.1f} s, K=1 epoch program {compile_single:.1f} s")
+          f"K=1 epoch program {compile_single:.1f} s, "
+          + ", ".join(f"{k.split(', ')[1]} {v:.1f} s" for k, v in compile_variants.items()))
     print()
     cmed = {k: statistics.median(v) for k, v in cpu.items()}
     ens_c = cmed["ensemble (K=16, epoch loop)"]

@@ -7,6 +7,8 @@ for warm starts. Everything is tiny so that the whole file runs in seconds on 2 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -107,6 +109,20 @@ def test_shared_shuffle_gives_every_member_member_zeros_order():
         _assert_close([l[j] for l in _leaves(ens.model)], [l[0] for l in _leaves(alone.model)])
     with pytest.raises(TrainError, match="^shuffle:"):
         TrainConfig(shuffle="global").validate()
+
+
+def test_members_in_chunks_equal_all_members_at_once():
+    data = _classification()
+    model = _mlp_members(KEYS4[:3], 6, 3)
+    alphas = jnp.array([0.0, 1e-2, 1e-1])
+    cfg = TrainConfig(optimizer="adam", batch_size=20, epochs=2, lr=1e-2, patience=1, min_delta=0.05)
+    full = Trainer(model, data, cfg).train(model, alphas, key=SHUF4[:3])
+    for chunk in (1, 2):  # 2 leaves a remainder chunk of one member
+        tr = Trainer(model, data, replace(cfg, member_chunk=chunk))
+        res = tr.train(model, alphas, key=SHUF4[:3])
+        _assert_close(_leaves(res.model), _leaves(full.model))
+        assert res.stop_reasons() == full.stop_reasons()
+        np.testing.assert_array_equal(np.asarray(res.state.epochs), np.asarray(full.state.epochs))
 
 
 # ---- ridge regression: the closed form in this project's convention ------------------------
@@ -472,6 +488,7 @@ def test_compiled_epoch_never_copies_the_data_per_member(cfg):
         (dict(min_delta=-1.0), "min_delta"),
         (dict(grad_tol=0.0), "grad_tol"),
         (dict(eval_batch=0), "eval_batch"),
+        (dict(member_chunk=0), "member_chunk"),
     ],
 )
 def test_bad_train_config_raises_one_line_train_error(kwargs, field):
