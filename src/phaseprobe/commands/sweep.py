@@ -83,26 +83,7 @@ def register(app: typer.Typer) -> None:
         banner = (f"[bold]phaseprobe sweep[/bold] {spec.name}: {spec.dataset}, {spec.model} depth {spec.depth} "
                   f"width {spec.width}, mode {spec.mode}, {len(spec.alpha_grid())} strengths x {len(spec.seed_list())} seeds -> {out}")
         t0 = time.perf_counter()
-        # the banner and the progress bar start only once every check has passed (on_plan), so a bad
-        # spec or dataset prints nothing but its one-line error
-        prog = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                        console=console, transient=False)
-        task = prog.add_task("trainings", total=None, rate="")
-        state = {"t": time.perf_counter(), "n": 0}
-
-        def on_plan(total, already):
-            console.print(banner)
-            prog.start()
-            prog.update(task, total=total, completed=already)
-            if already:
-                console.print(f"resuming: {already}/{total} trainings already in the store")
-
-        def on_runs(n):
-            state["n"] += n
-            rate = state["n"] / max(time.perf_counter() - state["t"], 1e-9)
-            prog.update(task, advance=n, rate=f"{rate:.2f} runs/s")
-
+        prog, on_plan, on_runs = _tracked(banner)
         try:
             df = run_sweep(spec, out, engine=eng, on_runs=on_runs, on_plan=on_plan)
         finally:
@@ -114,24 +95,16 @@ def register(app: typer.Typer) -> None:
             console.print(f"figures: {out}/sweep.png, {out}/classes.png; report: {out}/report.html")
 
 
-def _progress():
+def _tracked(banner: str):
+    """A progress bar (trainings done, runs/s, ETA) and the driver's two callbacks for it.
+
+    The banner and the bar start only in ``on_plan``, once every check has passed, so a bad spec
+    or dataset prints nothing but its one-line error.
+    """
     prog = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                     console=console, transient=False)
-    return prog, prog.add_task("trainings", total=None, rate="")
-
-
-def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures: bool) -> None:
-    """``--grid``: one sweep per cell under OUT/cells/, one report with a facet per cell."""
-    from rich.table import Table
-
-    from phaseprobe.engine.grid import expand, run_grid, summarize_grid
-
-    n_cells = len(expand(grid_fields))
-    banner = (f"[bold]phaseprobe sweep[/bold] grid of {n_cells} cells ("
-              + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in grid_fields.items()) + f"), engine {eng.name} -> {out}")
-    t0 = time.perf_counter()
-    prog, task = _progress()
+    task = prog.add_task("trainings", total=None, rate="")
     state = {"t": time.perf_counter(), "n": 0}
 
     def on_plan(total, already):
@@ -146,6 +119,20 @@ def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures:
         rate = state["n"] / max(time.perf_counter() - state["t"], 1e-9)
         prog.update(task, advance=n, rate=f"{rate:.2f} runs/s")
 
+    return prog, on_plan, on_runs
+
+
+def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures: bool) -> None:
+    """``--grid``: one sweep per cell under OUT/cells/, one report with a facet per cell."""
+    from rich.table import Table
+
+    from phaseprobe.engine.grid import expand, run_grid, summarize_grid
+
+    n_cells = len(expand(grid_fields))
+    banner = (f"[bold]phaseprobe sweep[/bold] grid of {n_cells} cells ("
+              + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in grid_fields.items()) + f"), engine {eng.name} -> {out}")
+    t0 = time.perf_counter()
+    prog, on_plan, on_runs = _tracked(banner)
     try:
         df = run_grid(data, grid_fields, out, engine=eng, on_runs=on_runs, on_plan=on_plan)
     finally:
