@@ -238,16 +238,13 @@ def make_spec(data: dict, *, grid: bool = False) -> DLNSpec:
 
 
 def load_spec_file(path) -> dict:
-    import tomllib
+    from phaseprobe.errors import SpecError
+    from phaseprobe.specs import read_toml_spec
 
-    p = Path(path)
-    if not p.exists():
-        _err(f"spec: file '{p}' does not exist; give the path of a TOML spec (see examples/dln*.toml)")
     try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        _err(f"spec: '{p}' is not valid TOML ({e}); fix the file")
-    return data.get("dln", data)
+        return read_toml_spec(path, "dln", "examples/dln*.toml")
+    except SpecError as e:
+        _err(str(e))
 
 
 def _write_meta(out: Path, spec: DLNSpec, kind: str):

@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from phaseprobe.errors import PhaseprobeError
+from phaseprobe.specs import coerce_value
 
 
 class GridError(PhaseprobeError):
@@ -64,17 +65,6 @@ def _split_values(text: str) -> list[str]:
     out.append("".join(cur))
     return [v.strip() for v in out]
 
-
-def _coerce(value: str) -> Any:
-    v = value.strip()
-    if v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    if v.lower() in ("none", "null"):
-        return None
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
 
 
 def _known_field(name: str) -> bool:
@@ -113,7 +103,7 @@ def parse_grid(items: Sequence[str] | str) -> dict[str, list]:
         parts = _split_values(vals)
         if not vals.strip() or any(p == "" for p in parts):
             raise GridError(f"grid: '{name}' has an empty value in '{tok}'; write {name}=v1,v2 with no empty entries")
-        values = [_coerce(p) for p in parts]
+        values = [coerce_value(p) for p in parts]
         seen = set()
         for v in values:
             k = json.dumps(v, sort_keys=True, default=str)

@@ -30,12 +30,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tomllib
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from phaseprobe.specs import read_toml_spec, validation_message
 
 from phaseprobe.errors import SpecError
 
@@ -351,15 +352,6 @@ class GrokSpec(BaseModel):
         return self
 
 
-def _pydantic_message(err: ValidationError) -> str:
-    e = err.errors()[0]
-    field = ".".join(str(x) for x in e["loc"]) or "spec"
-    msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
-        return f"{field}: unknown field; check its spelling (see `phaseprobe grok --help` and examples/grok*.toml)"
-    return f"{field}: {msg}"
-
-
 def make_grok_spec(data: dict | None = None) -> GrokSpec:
     """Validate a spec dict: the named setup's preset, overridden by the given fields."""
     data = dict(data or {})
@@ -370,19 +362,12 @@ def make_grok_spec(data: dict | None = None) -> GrokSpec:
     try:
         return GrokSpec(**merged).check()
     except ValidationError as e:
-        raise SpecError(_pydantic_message(e)) from None
+        raise SpecError(validation_message(e, "grok", "examples/grok*.toml")) from None
 
 
 def load_grok_file(path: str | Path) -> dict:
     """Read a TOML spec (a ``[grok]`` table, or the top level)."""
-    p = Path(path)
-    if not p.exists():
-        raise SpecError(f"spec: file '{p}' does not exist; give the path of a TOML spec (see examples/grok*.toml)")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"spec: '{p}' is not valid TOML ({e}); fix the file") from None
-    return data.get("grok", data)
+    return read_toml_spec(path, "grok", "examples/grok*.toml")
 
 
 # The embedded default of `phaseprobe grok`: small enough to grok, sweep and measure on two CPU

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from phaseprobe.specs import read_toml_spec, validation_message
+
 from phaseprobe import conventions
 from phaseprobe.errors import SpecError
 from phaseprobe.paths.landscape import PathError
@@ -161,24 +163,11 @@ def make_path_spec(data: dict, kind: str) -> PathSpec:
     try:
         return PathSpec(**data).check(kind)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "spec"
-        if err["type"] == "extra_forbidden":
-            raise SpecError(f"{field}: unknown field; check its spelling (see `phaseprobe {kind} --help`)") from None
-        raise SpecError(f"{field}: {err['msg'].removeprefix('Value error, ')}") from None
+        raise SpecError(validation_message(e, kind)) from None
 
 
 def load_spec_file(path: str | Path, kind: str) -> dict:
-    import tomllib
-
-    p = Path(path)
-    if not p.exists():
-        raise SpecError(f"spec: file '{p}' does not exist; give the path of a TOML spec (see examples/)")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"spec: '{p}' is not valid TOML ({e}); fix the file") from None
-    return data.get(kind, data)
+    return read_toml_spec(path, kind)
 
 
 # ---------------------------------------------------------------------------------------------

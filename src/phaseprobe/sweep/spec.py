@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tomllib
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from phaseprobe import conventions
 from phaseprobe.errors import SpecError
+from phaseprobe.specs import apply_overrides, read_toml_spec, validation_message  # noqa: F401 (apply_overrides re-exported)
 
 MODES = ("cold", "up", "down", "loop")
 
@@ -199,58 +199,16 @@ class SweepSpec(BaseModel):
         return self
 
 
-def _pydantic_message(err: ValidationError) -> str:
-    e = err.errors()[0]
-    field = ".".join(str(x) for x in e["loc"]) or "spec"
-    msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
-        return f"{field}: unknown field; check its spelling (see `phaseprobe sweep --help`)"
-    return f"{field}: {msg}"
-
-
 def make_spec(data: dict) -> SweepSpec:
     try:
         return SweepSpec(**data).check()
     except ValidationError as e:
-        raise SpecError(_pydantic_message(e)) from None
-
-
-def _coerce(value: str):
-    v = value.strip()
-    if v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    if v.lower() in ("none", "null"):
-        return None
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
-
-
-def apply_overrides(data: dict, sets: list[str]) -> dict:
-    """``--set a.b=value`` overrides on a spec dict (values parsed as JSON when they can be)."""
-    out = json.loads(json.dumps(data))
-    for s in sets or []:
-        if "=" not in s:
-            raise SpecError(f"--set: '{s}' is not key=value; write e.g. --set width=128")
-        k, v = s.split("=", 1)
-        node = out
-        parts = k.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = _coerce(v)
-    return out
+        raise SpecError(validation_message(e, "sweep")) from None
 
 
 def load_spec_file(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.exists():
-        raise SpecError(f"spec: file '{p}' does not exist; give the path of a TOML spec (see examples/)")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"spec: '{p}' is not valid TOML ({e}); fix the file") from None
-    return data.get("sweep", data)
+    """A sweep spec file: its ``[sweep]`` table or its top level."""
+    return read_toml_spec(path, "sweep")
 
 
 # The embedded default of `phaseprobe sweep` (no flags): digits, an MLP with two hidden layers,
