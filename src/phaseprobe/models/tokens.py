@@ -27,7 +27,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from phaseprobe.models.nets import ACTIVATIONS, ModelError, _init_linear, _scale, register_model
+from phaseprobe.models.nets import ACTIVATIONS, MLP, ModelError, _init_linear, register_model
 
 
 def _check_pos_int(name: str, value) -> int:
@@ -46,40 +46,21 @@ def _check_tokens(in_shape) -> int:
 
 
 class EmbedMLP(eqx.Module):
-    """Learned token embeddings, concatenated, then an MLP (linear output)."""
+    """Learned token embeddings, concatenated, then the project's :class:`MLP` (linear output)."""
 
     embed: jax.Array
-    layers: tuple
-    activation: Callable = eqx.field(static=True)
+    mlp: MLP
 
     def __init__(self, n_tokens: int, out_dim: int, *, vocab: int, embed_dim: int = 32, depth: int = 1,
                  width: int = 256, activation: str = "relu", bias: bool = True, init: str = "torch",
                  sigma: float | None = None, embed_std: float = 1.0, init_scale: float = 1.0, key):
-        if depth < 0:
-            raise ModelError(f"depth: must be >= 0 hidden layers, got {depth}")
-        if width <= 0:
-            raise ModelError(f"width: must be a positive integer, got {width}")
-        if activation not in ACTIVATIONS:
-            raise ModelError(f"activation: unknown '{activation}'; use one of {', '.join(ACTIVATIONS)}")
         ke, kl = jax.random.split(key)
-        self.embed = embed_std * jax.random.normal(ke, (vocab, embed_dim))
-        dims = [n_tokens * embed_dim] + [width] * depth + [out_dim]
-        keys = jax.random.split(kl, 2 * len(dims))
-        layers = []
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            lin = eqx.nn.Linear(a, b, use_bias=bias, key=keys[2 * i])
-            layers.append(_init_linear(lin, keys[2 * i + 1], init, sigma))
-        self.layers = tuple(layers)
-        self.activation = ACTIVATIONS[activation]
-        if init_scale != 1.0:
-            self.embed = self.embed * init_scale
-            self.layers = _scale(self.layers, init_scale)
+        # the MLP checks depth, width, activation and init itself, before the embedding is drawn
+        self.mlp = MLP(n_tokens * embed_dim, out_dim, depth, width, activation, bias, init, sigma, init_scale, key=kl)
+        self.embed = init_scale * embed_std * jax.random.normal(ke, (vocab, embed_dim))
 
     def __call__(self, x):
-        h = jnp.ravel(self.embed[jnp.asarray(x, jnp.int32)])
-        for layer in self.layers[:-1]:
-            h = self.activation(layer(h))
-        return self.layers[-1](h)
+        return self.mlp(jnp.ravel(self.embed[jnp.asarray(x, jnp.int32)]))
 
 
 class _Block(eqx.Module):
