@@ -27,7 +27,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from phaseprobe.models.nets import ACTIVATIONS, MLP, ModelError, _init_linear, register_model
+from phaseprobe.models.nets import ACTIVATIONS, MLP, ModelError, _init_linear, _scale, register_model
 
 
 def _check_pos_int(name: str, value) -> int:
