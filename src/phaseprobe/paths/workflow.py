@@ -26,45 +26,22 @@ from typing import Any, Callable, Optional, Union
 import jax
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from phaseprobe.specs import read_toml_spec, validation_message
+from pydantic import ValidationError
 
 from phaseprobe import conventions
 from phaseprobe.errors import SpecError
 from phaseprobe.paths.landscape import PathError
-
-DATA_MODEL_FIELDS = ("dataset", "classes", "n_train", "n_test", "normalize", "data_dir", "data_seed", "data_options",
-                     "model", "depth", "width", "activation", "bias", "init", "init_scale", "gamma", "sigma",
-                     "model_options", "loss")
+from phaseprobe.specs import read_toml_spec, validation_message
+from phaseprobe.sweep.spec import DATA_MODEL_FIELDS, DataModelSpec
 
 
-class PathSpec(BaseModel):
+class PathSpec(DataModelSpec):
     """Settings of a connect or basins experiment (strengths in ``convention``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     name: str = "paths"
-    # data and model (as in a sweep spec)
-    dataset: str = "digits"
-    classes: Optional[Union[int, list[int]]] = None
-    n_train: Optional[int] = None
-    n_test: Optional[int] = None
-    normalize: Optional[str] = None
-    data_dir: Optional[str] = None
-    data_seed: int = 0
-    data_options: dict[str, Any] = {}
-    model: str = "mlp"
-    depth: int = 2
+    # data and model: as in a sweep spec (DataModelSpec), with the published probe's defaults
     width: int = 32
     activation: str = "sigmoid"
-    bias: bool = True
-    init: str = "torch"
-    init_scale: float = 1.0
-    gamma: Optional[float] = None
-    sigma: Optional[float] = None
-    model_options: dict[str, Any] = {}
-    loss: str = "ce"
     # minima
     run: list[str] = []  # sweep run folders to take minima from (one or two); empty: train fresh seeds
     run_seeds: Optional[list[int]] = None  # which seeds of the run(s); default: the first ones

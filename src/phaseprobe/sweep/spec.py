@@ -60,12 +60,11 @@ def parse_grid(text: Union[str, list, tuple]) -> np.ndarray:
     return vals
 
 
-class SweepSpec(BaseModel):
-    """An alpha sweep. Strengths are given in ``convention`` ("l2": alpha*||w||^2, "wd": beta/2*||w||^2)."""
+class DataModelSpec(BaseModel):
+    """The data and model fields every spec that trains networks shares (sweep, connect, basins)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "sweep"
     # data
     dataset: str = "digits"
     classes: Optional[Union[int, list[int]]] = None
@@ -86,6 +85,16 @@ class SweepSpec(BaseModel):
     gamma: Optional[float] = None
     sigma: Optional[float] = None
     model_options: dict[str, Any] = {}
+    loss: str = "ce"
+
+
+DATA_MODEL_FIELDS = tuple(DataModelSpec.model_fields)
+
+
+class SweepSpec(DataModelSpec):
+    """An alpha sweep. Strengths are given in ``convention`` ("l2": alpha*||w||^2, "wd": beta/2*||w||^2)."""
+
+    name: str = "sweep"
     # penalty and grid
     alphas: Union[str, list[float]] = "1e-4:1:25"
     convention: str = "l2"
@@ -94,7 +103,6 @@ class SweepSpec(BaseModel):
     mode: str = "loop"
     seeds: Union[int, list[int]] = 3
     # training
-    loss: str = "ce"
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
