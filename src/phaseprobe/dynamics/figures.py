@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from phaseprobe.store.run_store import save_figure
+
 import math
 from pathlib import Path
 from typing import Sequence
@@ -82,7 +84,7 @@ def plot_run(run, plateaus, path, *, member: int = 0, title: str | None = None):
     ax2.legend(loc="center left", fontsize=7.5, ncol=1)
     ax2.grid(alpha=0.25, which="both")
     fig.suptitle(title or f"deep linear net, depth {run.depth}, width {run.width}: saddle-to-saddle dynamics", fontsize=11)
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     plt.close(fig)
     return Path(path)
 
@@ -124,7 +126,7 @@ def plot_escape_scaling(table: pd.DataFrame, path, *, singular_values: Sequence[
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     plt.close(fig)
     return Path(path)
 
@@ -214,6 +216,6 @@ def plot_phase(summary: pd.DataFrame, transitions: dict, path, *, depth: int | N
     fig.suptitle(f"deep linear networks{'' if depth is None else f', depth {depth}'}: lazy (gamma < 1) vs saddle-to-saddle (gamma > 1)",
                  fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return Path(path)

@@ -4,6 +4,8 @@ warm-started weight-decay sweep, and the Hessian extremes of plateau vs solution
 
 from __future__ import annotations
 
+from phaseprobe.store.run_store import save_figure
+
 from pathlib import Path
 
 import matplotlib
@@ -79,7 +81,7 @@ def plot_curves(df: pd.DataFrame, summary: pd.DataFrame, out: str | Path, title:
     fig.tight_layout(rect=(0, 0, 1, 0.90))
     fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=9, bbox_to_anchor=(0.5, 0.955))
     fig.suptitle(title, y=0.995, fontsize=12)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    save_figure(fig, out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return Path(out)
 
@@ -137,7 +139,7 @@ def plot_delay(dtab: pd.DataFrame, out: str | Path, steps: int, title: str = "")
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.text(0.01, 0.01, ";  ".join(notes), fontsize=9)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    save_figure(fig, out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return Path(out)
 
@@ -182,7 +184,7 @@ def plot_phase_map(summary: pd.DataFrame, out: str | Path, steps: int, title: st
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=4, fontsize=9)
     ax.set_title(title or f"phase after {steps} steps")
     fig.tight_layout()
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    save_figure(fig, out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return Path(out)
 
@@ -235,7 +237,7 @@ def plot_hysteresis(curves: pd.DataFrame, out: str | Path, steps_per_point: int,
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=9, bbox_to_anchor=(0.5, -0.03))
     fig.suptitle(title or "warm-started weight-decay sweep", fontsize=12)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    save_figure(fig, out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return Path(out)
 
@@ -280,6 +282,6 @@ def plot_geometry(geo: pd.DataFrame, out: str | Path, title: str = "") -> Path:
     method = str(geo["method"].iloc[0])
     fig.suptitle((title + "  " if title else "") + f"[{method}; {int(geo['n_params'].iloc[0])} parameters; symlog axes]", fontsize=11)
     fig.tight_layout()
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    save_figure(fig, out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return Path(out)

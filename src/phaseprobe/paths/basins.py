@@ -20,6 +20,8 @@ from a node to itself: listed in the tables, drawn as a loop.
 
 from __future__ import annotations
 
+from phaseprobe.store.run_store import save_figure
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -173,7 +175,7 @@ def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin
     fig, ax = plt.subplots(figsize=(10, max(5.0, 0.75 * len(graph.nodes) + 2)))
     if not nodes:
         ax.text(0.5, 0.5, "no basins", ha="center")
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         return path
     accs = np.array([n.accuracy if np.isfinite(n.accuracy) else -n.error for n in nodes])
@@ -252,6 +254,6 @@ def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin
         ax.legend(handles=handles, loc="lower right", fontsize=8, title=f"edges (b = strength, {graph.convention})")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from phaseprobe.store.run_store import save_figure
+
 from pathlib import Path
 from typing import Sequence
 
@@ -84,7 +86,7 @@ def plot_paths(evals: Sequence[PathEval], path: str | Path, *, title: str = "pat
                     axh.set_yticklabels([str(c)[:10] for c in class_names], fontsize=6)
         fig.colorbar(im, ax=fig.axes[-1], fraction=0.05)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -140,7 +142,7 @@ def plot_probe(res: ProbeResult, path: str | Path, *, title: str = "L2 probe", c
     axes[-1].set_xlabel(xlab)
     axes[0].set_title(title + " (red bands: bisected transitions)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -161,7 +163,7 @@ def plot_bezier_progress(history_rows, probe_barrier: float, probe_evals: float,
     ax.legend()
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -208,6 +210,6 @@ def plot_toy_landscape(fn, paths: dict, path: str | Path, *, xlim=(-1.6, 1.6), y
         ax2.legend(fontsize=8)
         ax2.set_title("error along the paths")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from phaseprobe.store.run_store import save_figure
+
 from pathlib import Path
 
 import matplotlib
@@ -63,6 +65,6 @@ def plot_curvature(geo: pd.DataFrame, records: pd.DataFrame, transitions: list[d
     fig.suptitle((title or "curvature along the L2 path") + "   (black: accuracy transitions; solid = first order)", fontsize=10.5)
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=130)
+    save_figure(fig, out, dpi=130)
     plt.close(fig)
     return out

@@ -3,6 +3,8 @@ arrows, transitions and spinodals marked) and the per-class accuracy heat map.""
 
 from __future__ import annotations
 
+from phaseprobe.store.run_store import save_figure
+
 from pathlib import Path
 
 import matplotlib
@@ -95,7 +97,7 @@ def plot_sweep(df: pd.DataFrame, transitions: list[dict], out: str | Path, title
              "green dotted: Maxwell point (equal regularised loss on both branches); shading: +-1 std over seeds", fontsize=7.5)
     fig.tight_layout(rect=(0, 0.035, 1, 1))
     out = Path(out)
-    fig.savefig(out, dpi=130)
+    save_figure(fig, out, dpi=130)
     plt.close(fig)
     return out
 
@@ -127,6 +129,6 @@ def plot_class_heatmap(df: pd.DataFrame, out: str | Path, class_names: list | No
     fig.colorbar(im, ax=axes[0].tolist(), label="per-class test accuracy (seed mean)")
     fig.suptitle(title or "which classes each phase has learned", fontsize=11)
     out = Path(out)
-    fig.savefig(out, dpi=130, bbox_inches="tight")
+    save_figure(fig, out, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return out

@@ -1,5 +1,12 @@
 """Results: an append-only, resumable, crash-safe run store (Parquet + compressed params)."""
 
-from phaseprobe.store.run_store import RunStore, StoreError, load_records
+from phaseprobe.store.run_store import (
+    RunStore,
+    StoreError,
+    atomic_write_text,
+    load_records,
+    save_figure,
+    save_frame_csv,
+)
 
-__all__ = ["RunStore", "StoreError", "load_records"]
+__all__ = ["RunStore", "StoreError", "atomic_write_text", "load_records", "save_figure", "save_frame_csv"]

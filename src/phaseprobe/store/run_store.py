@@ -20,6 +20,9 @@ Load everything with :func:`load_records` (one pandas call underneath).
 
 from __future__ import annotations
 
+
+import atexit
+import hashlib
 import json
 import os
 import tempfile
@@ -39,6 +42,7 @@ class StoreError(PhaseprobeError):
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
+    """Write ``path`` through ``write(tmp_name)`` on a temporary name, then rename (atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
@@ -61,27 +65,122 @@ class RunStore:
         self.records_dir = self.root / "records"
         self.params_dir = self.root / "params"
 
-    # ---- spec -----------------------------------------------------------------------------
+    # ---- spec ----------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """One-line errors for a folder that cannot hold a run (a file, read-only, garbage)."""
+        r = self.root
+        if r.exists() and not r.is_dir():
+            raise StoreError(f"out: '{r}' is a file, not a folder; give a folder path for --out")
+        parent = r if r.exists() else next((p for p in r.parents if p.exists()), Path("."))
+        if not parent.is_dir():
+            raise StoreError(f"out: '{parent}' is a file, not a folder; give a folder path for --out")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise StoreError(f"out: cannot write in '{parent}' (permission denied); choose a writable --out folder")
+        meta = r / "spec.json"
+        if meta.exists():
+            self._read_meta(meta)
+
+    def _read_meta(self, path: Path) -> dict:
+        try:
+            meta = json.loads(path.read_text())
+            if not isinstance(meta, dict) or "spec_hash" not in meta:
+                raise ValueError
+            return meta
+        except (ValueError, UnicodeDecodeError, OSError):
+            raise StoreError(
+                f"out: '{path}' is not a phaseprobe spec.json (unreadable or damaged); delete that folder or choose another --out"
+            ) from None
+
+    @staticmethod
+    def run_hash(spec_hash: str, kind: str) -> str:
+        """The identity of a run: the spec's hash, its kind and the package version."""
+        blob = json.dumps({"spec": spec_hash, "kind": kind, "version": __version__}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     def init(self, spec: dict, spec_hash: str, kind: str = "sweep") -> None:
-        """Create the folder, or check that it holds the same spec (then the run resumes)."""
+        """Create the folder, or check that it holds the same run (then the run resumes).
+
+        The same run = the same kind, spec hash and package version (:meth:`run_hash`).
+        """
+        self.check_writable()
         self.root.mkdir(parents=True, exist_ok=True)
         meta_path = self.root / "spec.json"
+        rh = self.run_hash(spec_hash, kind)
         if meta_path.exists():
-            old = json.loads(meta_path.read_text())
-            if old.get("spec_hash") != spec_hash:
+            old = self._read_meta(meta_path)
+            old_rh = old.get("run_hash") or self.run_hash(old.get("spec_hash", ""), old.get("kind", "sweep"))
+            if old_rh != rh:
+                what = (f"a {old.get('kind')} run" if old.get("kind") != kind else
+                        f"phaseprobe {old.get('version')}'s run" if old.get("spec_hash") == spec_hash else "a different spec")
                 raise StoreError(
-                    f"out: '{self.root}' holds a different spec (hash {old.get('spec_hash')}, now {spec_hash}); "
+                    f"out: '{self.root}' holds {what} (hash {old.get('spec_hash')}, now {spec_hash}); "
                     "choose a new --out folder or delete the old one"
                 )
             return
-        meta = {"kind": kind, "spec_hash": spec_hash, "version": __version__, "spec": spec}
+        meta = {"kind": kind, "spec_hash": spec_hash, "run_hash": rh, "version": __version__, "spec": spec}
         _atomic_write_bytes(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str)))
 
     def meta(self) -> dict:
         p = self.root / "spec.json"
         if not p.exists():
-            raise StoreError(f"run: '{self.root}' is not a phaseprobe run folder (no spec.json); run `phaseprobe sweep --out {self.root}` first")
-        return json.loads(p.read_text())
+            raise StoreError(f"run: '{self.root}' is not a phaseprobe run folder (no spec.json); give a folder made by a phaseprobe command")
+        return self._read_meta(p)
+
+    # ---- writer lock -------------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
+
+    def lock(self) -> None:
+        """Take the folder's writer lock (``.lock`` holds the PID); a live holder is one line.
+
+        A lock whose process is gone (killed) is taken over. Released by :meth:`unlock` and at
+        interpreter exit.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        me = os.getpid()
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = _lock_holder(self.lock_path)
+                if holder == me:
+                    return
+                if holder is not None and _alive(holder):
+                    raise StoreError(
+                        f"out: '{self.root}' is being written by process {holder}; wait for it to finish "
+                        f"(or stop it) or choose another --out folder"
+                    )
+                try:  # stale: its process is gone
+                    os.unlink(self.lock_path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{me}\n")
+            atexit.register(self.unlock)
+            return
+        raise StoreError(f"out: cannot take the lock '{self.lock_path}'; delete it if no phaseprobe process writes there")
+
+    def unlock(self) -> None:
+        if _lock_holder(self.lock_path) == os.getpid():
+            try:
+                os.unlink(self.lock_path)
+            except FileNotFoundError:
+                pass
+
+    def resume_summary(self, job) -> str:
+        """One line: a new run, or what an existing folder already holds and what remains."""
+        parts_done, parts_total = 0, 0
+        for ph in job.phases:
+            t, d = job.counts(ph)
+            parts_total += t
+            parts_done += d
+        if parts_done == 0:
+            return f"new run in {self.root} ({parts_total} trainings planned)" if parts_total else f"new run in {self.root}"
+        remain = parts_total - parts_done
+        return (f"resuming {self.root}: {parts_done} of {parts_total} trainings already stored, {remain} to run"
+                if remain else f"{self.root} is complete ({parts_total} trainings stored); analysing it again")
 
     # ---- pieces ----------------------------------------------------------------------------
     def _rec_path(self, piece: str) -> Path:
@@ -157,3 +256,48 @@ class RunStore:
 def load_records(run_dir: str | Path) -> pd.DataFrame:
     """All records of a run folder as one DataFrame."""
     return RunStore(run_dir).load_records()
+
+
+def _lock_holder(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (killed, not yet reaped) holds nothing
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (temporary name, then rename)."""
+    path = Path(path)
+    _atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def save_figure(fig, path: str | Path, **kwargs) -> Path:
+    """``fig.savefig`` to a temporary name, then rename: a kill never leaves a 0-byte figure."""
+    path = Path(path)
+    fmt = kwargs.pop("format", None) or path.suffix.lstrip(".") or "png"
+    _atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+    return path
+
+
+def save_frame_csv(df: pd.DataFrame, path: str | Path, **kwargs) -> Path:
+    """``df.to_csv`` atomically."""
+    path = Path(path)
+    kwargs.setdefault("index", False)
+    _atomic_write_bytes(path, lambda tmp: df.to_csv(tmp, **kwargs))
+    return path
