@@ -18,12 +18,16 @@ console = Console(stderr=True)
 
 
 def _parse_classes(text: Optional[str]):
+    """``--classes``: a class subset ``'0,1,2'`` or the first ``k`` classes ``'k'``."""
     if text is None:
         return None
     t = text.strip()
-    if "," in t:
-        return [int(x) for x in t.split(",") if x.strip()]
-    return int(t)
+    try:
+        if "," in t:
+            return [int(x) for x in t.split(",") if x.strip()]
+        return int(t)
+    except ValueError:
+        raise SpecError(f"classes: cannot read '{text}'; give class ids '0,1,2' or a count of first classes '3'") from None
 
 
 def register(app: typer.Typer) -> None:

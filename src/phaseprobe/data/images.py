@@ -68,7 +68,12 @@ def locate_idx_files(data_dir, dataset: str, fix: str) -> dict[str, Path]:
         else:
             found[key] = p
     if missing:
-        what = "does not exist" if not folder.is_dir() else f"lacks {', '.join(missing)}"
+        if folder.is_dir():
+            what = f"lacks {', '.join(missing)}"
+        elif folder.exists():
+            what = "is a file, not a folder"
+        else:
+            what = "does not exist"
         raise DataError(
             f"data_dir: {folder} {what} ({dataset} needs {_EXPECTED}); {fix}"
         )

@@ -209,6 +209,9 @@ def make_spec(data: dict, *, grid: bool = False) -> DLNSpec:
     gammas = [_num(x, "grid.gammas") for x in _list(g["gammas"], "grid.gammas", float)]
     widths = [_int(x, "grid.widths") for x in _list(g["widths"], "grid.widths", int)]
     seeds = [_int(x, "grid.seeds", 0) for x in _list(g["seeds"], "grid.seeds", int)]
+    dup = sorted({x for x in seeds if seeds.count(x) > 1})
+    if dup:
+        _err(f"grid.seeds: seed {dup[0]} is given {seeds.count(dup[0])} times (the same training twice); give each seed once, e.g. {sorted(set(seeds))}")
     gdepth = _int(g["depth"], "grid.depth", 2)
     if grid:
         small = [w for w in widths if w < rank]

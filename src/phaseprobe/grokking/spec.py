@@ -36,7 +36,7 @@ from typing import Any, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from phaseprobe.specs import read_toml_spec, validation_message
+from phaseprobe.specs import check_seeds, read_toml_spec, validation_message
 
 from phaseprobe.errors import SpecError
 
@@ -272,13 +272,8 @@ class GrokSpec(BaseModel):
 
     # ---- derived ---------------------------------------------------------------------------
     def seed_list(self) -> list[int]:
-        if isinstance(self.seeds, int):
-            if self.seeds <= 0:
-                raise SpecError(f"seeds: need at least one seed, got {self.seeds}")
-            return list(range(self.seeds))
-        if not self.seeds:
-            raise SpecError("seeds: the list is empty; give a count (1) or a list ([0, 1])")
-        return [int(s) for s in self.seeds]
+        """The seeds: distinct non-negative Python ints (a count ``n`` means ``0 .. n-1``)."""
+        return check_seeds(self.seeds, example="[0, 1]")
 
     def model_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"vocab": self.p, "embed_dim": self.embed_dim, "embed_std": self.embed_std}
@@ -343,7 +338,8 @@ class GrokSpec(BaseModel):
         if self.hysteresis.enabled:
             from phaseprobe.sweep.spec import parse_grid
 
-            grid = parse_grid(self.hysteresis.weight_decays)
+            check_seeds(self.hysteresis.seeds, "hysteresis.seeds", example="[0, 1]")
+            grid = parse_grid(self.hysteresis.weight_decays, field="hysteresis.weight_decays")
             if len(grid) < 2:
                 raise SpecError("hysteresis.weight_decays: a sweep needs at least two values, e.g. '0.01:30:13'")
             for top in self.hysteresis.tops or []:

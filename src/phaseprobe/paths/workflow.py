@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from phaseprobe import conventions
 from phaseprobe.errors import SpecError
 from phaseprobe.paths.landscape import PathError
-from phaseprobe.specs import read_toml_spec, validation_message
+from phaseprobe.specs import check_seeds, read_toml_spec, validation_message
 from phaseprobe.sweep.spec import DATA_MODEL_FIELDS, DataModelSpec
 
 
@@ -99,7 +99,7 @@ class PathSpec(DataModelSpec):
         if self.convention == "decoupled":
             raise SpecError("convention: the probe's penalty is in the gradient; use 'l2' or 'wd'")
         if str(self.strengths).strip() != "auto":
-            g = parse_grid(self.strengths)
+            g = parse_grid(self.strengths, field="strengths")
             if g.size < 2 or np.any(np.diff(g) <= 0):
                 raise SpecError("strengths: the probe only raises beta; give a strictly increasing grid of >= 2 values, e.g. 'lin:0:0.05:26'")
         elif kind == "basins":
@@ -131,9 +131,8 @@ class PathSpec(DataModelSpec):
         return self
 
     def seed_list(self) -> list[int]:
-        if isinstance(self.seeds, int):
-            return list(range(self.seeds))
-        return [int(s) for s in self.seeds]
+        """The fresh minima's seeds: distinct non-negative Python ints."""
+        return check_seeds(self.seeds, example="[0, 1]")
 
 
 def make_path_spec(data: dict, kind: str) -> PathSpec:
@@ -230,7 +229,7 @@ def load_minima(run_dirs, *, seeds=None, n: int = 2):
         for s in seeds:
             hit = fr[fr["seed"] == int(s)]
             if hit.empty:
-                raise PathError(f"run_seeds: seed {s} has no model at the smallest strength in the run(s); available: {sorted(fr['seed'].unique())}")
+                raise PathError(f"run_seeds: seed {s} has no model at the smallest strength in the run(s); available: {sorted(int(x) for x in fr['seed'].unique())}")
             chosen.append(hit.iloc[0].to_dict())
     else:
         seen = set()
@@ -337,7 +336,7 @@ def auto_strengths(spec: PathSpec, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _grid(spec: PathSpec) -> np.ndarray:
     from phaseprobe.sweep.spec import parse_grid
 
-    return np.asarray(parse_grid(spec.strengths), np.float64)
+    return np.asarray(parse_grid(spec.strengths, field="strengths"), np.float64)
 
 
 class _Store:

@@ -98,6 +98,7 @@ class SweepContext:
             dataset = load_dataset(spec.dataset, **opts)
         self.dataset = dataset
         self.out_dim = dataset.output_dim
+        spec.check_with_data(dataset, self.make_one)  # batch vs data, memory estimate: before any allocation
         self.config = TrainConfig(
             loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
             batch_size=spec.batch_size, epochs=spec.epochs, penalty_on=spec.penalty_on,

@@ -19,20 +19,33 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from phaseprobe import conventions
 from phaseprobe.errors import SpecError
-from phaseprobe.specs import apply_overrides, read_toml_spec, validation_message  # noqa: F401 (apply_overrides re-exported)
+from phaseprobe.specs import apply_overrides, check_seeds, read_toml_spec, validation_message  # noqa: F401 (apply_overrides re-exported)
 
 MODES = ("cold", "up", "down", "loop")
 
 
-def parse_grid(text: Union[str, list, tuple]) -> np.ndarray:
-    """Parse an alpha grid.
+def parse_grid(text: Union[str, list, tuple], field: str = "alphas") -> np.ndarray:
+    """Parse a grid of strengths.
 
-    * ``"1e-5:1e-1:41"`` -- 41 log-spaced values from 1e-5 to 1e-1;
-    * ``"lin:0.00044:0.145:330"`` -- 330 linearly spaced values (the published protocols);
-    * ``"0.001,0.01,0.1"`` or a list of numbers -- exactly those values.
+    * ``"1e-5:1e-1:41"`` -- 41 log-spaced values from 1e-5 to 1e-1 (both ends > 0);
+    * ``"lin:0:0.145:330"`` -- 330 linearly spaced values (may start at 0, the unregularised point);
+    * ``"0,0.001,0.01"`` or a list of numbers -- exactly those values (0 allowed).
+
+    Strength 0 (no penalty) is a legitimate point of a linear grid or a list; only a log range
+    needs positive ends. Negative or non-finite strengths are refused.
+
+    **Arguments:**
+
+    - ``text``: the grid, as above.
+    - ``field``: the spec field it came from (``alphas``, ``strengths``, ...), named in errors.
+
+    **Returns:** the values as a float64 array, in the order given.
     """
     if isinstance(text, (list, tuple, np.ndarray)):
-        vals = np.asarray([float(v) for v in text], dtype=np.float64)
+        try:
+            vals = np.asarray([float(v) for v in text], dtype=np.float64)
+        except (ValueError, TypeError):
+            raise SpecError(f"{field}: {list(text)!r} is not a list of numbers; give e.g. [0.001, 0.01, 0.1]") from None
     else:
         s = str(text).strip()
         try:
@@ -43,7 +56,8 @@ def parse_grid(text: Union[str, list, tuple]) -> np.ndarray:
                 a, b, n = s.split(":")
                 a, b, n = float(a), float(b), int(n)
                 if a <= 0 or b <= 0:
-                    raise SpecError(f"alphas: a log range needs positive ends, got '{s}'; use 'lin:{a}:{b}:{n}' for a linear grid")
+                    lin = f", or 'lin:0:{b:g}:{n}' for a linear grid that starts at 0" if a == 0 and b > 0 else ""
+                    raise SpecError(f"{field}: a log range needs positive ends, got '{s}'; give both ends > 0, e.g. '1e-4:1:25'{lin}")
                 vals = np.geomspace(a, b, n)
             else:
                 vals = np.asarray([float(v) for v in s.split(",") if v.strip()], dtype=np.float64)
@@ -51,12 +65,13 @@ def parse_grid(text: Union[str, list, tuple]) -> np.ndarray:
             raise
         except (ValueError, TypeError):
             raise SpecError(
-                f"alphas: cannot read '{s}'; write a log range '1e-5:1e-1:41', a linear range 'lin:0:0.1:51' or a list '0.001,0.01'"
+                f"{field}: cannot read '{s}'; write a log range '1e-5:1e-1:41', a linear range 'lin:0:0.1:51' or a list '0.001,0.01'"
             ) from None
     if vals.size == 0:
-        raise SpecError("alphas: the grid is empty; give at least one value, e.g. '1e-5:1e-1:41'")
+        raise SpecError(f"{field}: the grid is empty; give at least one value, e.g. '1e-5:1e-1:41'")
     if not np.all(np.isfinite(vals)) or np.any(vals < 0):
-        raise SpecError("alphas: every strength must be finite and >= 0")
+        bad = next(float(v) for v in vals if not (np.isfinite(v) and v >= 0))
+        raise SpecError(f"{field}: strength {bad:g} is not allowed; every strength must be finite and >= 0 (0 = no penalty)")
     return vals
 
 
@@ -147,6 +162,13 @@ class SweepSpec(DataModelSpec):
             raise ValueError(f"must be a positive integer, got {v}")
         return v
 
+    @field_validator("record_every")
+    @classmethod
+    def _record_every(cls, v):
+        if v is not None and v <= 0:
+            raise ValueError(f"must be a positive number of epochs (omit it to record only the end), got {v}")
+        return v
+
     @field_validator("lr")
     @classmethod
     def _lr(cls, v):
@@ -156,13 +178,8 @@ class SweepSpec(DataModelSpec):
 
     # ---- derived --------------------------------------------------------------------------
     def seed_list(self) -> list[int]:
-        if isinstance(self.seeds, int):
-            if self.seeds <= 0:
-                raise SpecError(f"seeds: need at least one seed, got {self.seeds}")
-            return list(range(self.seeds))
-        if not self.seeds:
-            raise SpecError("seeds: the list is empty; give a count (3) or a list ([0, 1, 2])")
-        return [int(s) for s in self.seeds]
+        """The seeds: distinct non-negative Python ints (a count ``n`` means ``0 .. n-1``)."""
+        return check_seeds(self.seeds)
 
     def strengths(self) -> np.ndarray:
         return np.sort(parse_grid(self.alphas))
@@ -194,6 +211,7 @@ class SweepSpec(DataModelSpec):
             raise SpecError(f"optimizer: unknown '{self.optimizer}'; use one of {', '.join(OPTIMIZERS)}")
         if self.loss not in LOSSES:
             raise SpecError(f"loss: unknown '{self.loss}'; use one of {', '.join(LOSSES)}")
+        check_model_options(self.model, self.model_options)
         if self.model == "linear" and self.depth < 1:
             raise SpecError(f"depth: a deep linear net needs depth >= 1 weight matrices, got {self.depth}")
         if self.convention == "decoupled" and self.optimizer != "adamw":
@@ -205,6 +223,57 @@ class SweepSpec(DataModelSpec):
         if self.batch_size is not None and self.batch_size <= 0:
             raise SpecError(f"batch_size: must be a positive integer (omit it for full batch), got {self.batch_size}")
         return self
+
+
+    def check_with_data(self, dataset, make_one=None) -> "SweepSpec":
+        """The checks that need the loaded data (before the model is built or anything trained).
+
+        **Arguments:**
+
+        - ``dataset``: the loaded :class:`~phaseprobe.data.base.Dataset`.
+        - ``make_one``: ``key -> model`` for this spec and data; when given, the ensemble's
+          memory is estimated from shapes alone and refused above the free memory
+          (:func:`phaseprobe.resources.check_fits`).
+
+        **Returns:** ``self``; a batch larger than the training set or an ensemble that cannot
+        fit raises a one-line :class:`~phaseprobe.errors.PhaseprobeError`.
+        """
+        from phaseprobe.resources import check_fits, count_params, estimate_training_bytes
+
+        n = int(dataset.n_train)
+        if self.batch_size is not None and self.batch_size > n:
+            raise SpecError(f"batch_size: {self.batch_size} is larger than the training set ({n} examples); "
+                            f"give batch_size <= {n}, or omit it for full batch")
+        if make_one is not None:
+            n_params, acts = count_params(make_one)
+            est = estimate_training_bytes(
+                n_params, self.members_per_program(), self.optimizer,
+                n if (self.batch_size is None or self.optimizer == "gd") else self.batch_size, acts,
+                data_bytes=sum(int(np.asarray(a).nbytes) for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)),
+            )
+            check_fits(est, width=self.width)
+        return self
+
+    def members_per_program(self) -> int:
+        """Members trained together in one vectorised program (at most ``chunk_size``)."""
+        n_seeds = len(self.seed_list())
+        cells = n_seeds * len(self.alpha_grid()) if self.mode == "cold" else n_seeds
+        return min(self.chunk_size, cells)
+
+
+# Options the built-in models take in ``model_options`` (registered models check their own).
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {"mlp": (), "linear": (), "conv": ("channels",)}
+
+
+def check_model_options(model: str, options: dict) -> None:
+    """Refuse a ``model_options`` key the model does not take (it would be ignored in silence)."""
+    if model not in MODEL_OPTIONS:
+        return  # a registered builder (embed-mlp, transformer, ...) refuses unknown keys itself
+    known = MODEL_OPTIONS[model]
+    for k in options:
+        if k not in known:
+            takes = f"'{model}' takes {', '.join(known)}" if known else f"'{model}' takes none"
+            raise SpecError(f"model_options.{k}: not an option of model '{model}' ({takes}); remove it or check its spelling")
 
 
 def make_spec(data: dict) -> SweepSpec:
