@@ -25,6 +25,15 @@ def _progress_bar():
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=False)
 
 
+def _index_cell(c: dict) -> str:
+    """The certificate's Hessian count with its threshold (``tol`` = ``hess_rel_tol * sigma_1``)."""
+    if not c:
+        return "-"
+    if c.get("index", -1) < 0:
+        return "not computed"
+    return f"{c['index']} (tol {c['hess_tol']:.2g})"
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def dln(
@@ -128,14 +137,14 @@ def _run_one(spec, out: Path, no_figures: bool) -> None:
     console.print(f"done in {res.seconds:.1f} s")
     t = Table(title=f"plateaus (|d log E / d log t| < {spec.plateaus['slope_tol']}) and their saddles")
     for c in ("#", "t start", "t end", "loss", "oracle 1/2 sum s_i^2", "rank", "learned singular values", "escape t", "kind",
-              "Hessian index", "lambda_min", "escape order"):
+              "Hessian eigs < -tol", "lambda_min", "escape order"):
         t.add_column(c, justify="right")
     short = {"higher_order_saddle": "higher-order", "strict_saddle": "strict", "not_critical": "not critical"}
     for p in res.plateaus:
         c = p.certificate or {}
         t.add_row(str(p.index), f"{p.t_start:.4g}", f"{p.t_end:.4g}", f"{p.level:.5g}", f"{p.oracle_level:.5g}", str(p.rank),
                   ", ".join(f"{x:.4g}" for x in p.learned_sv), f"{p.t_escape:.4g}", short.get(c.get("kind"), c.get("kind", "-")),
-                  str(c.get("index", "-")), f"{c['min_eig']:.3g}" if c else "-", f"{c['escape_order']:.2f}" if c else "-")
+                  _index_cell(c), f"{c['min_eig']:.3g}" if c else "-", f"{c['escape_order']:.2f}" if c else "-")
     _out_console().print(t)
     _out_console().print("oracle escape times (loss halfway between rank k-1 and rank k levels): "
                          + ", ".join(f"t_{k} = {v:.4g}" for k, v in enumerate(res.escape_times, start=1)))

@@ -126,12 +126,13 @@ def _print(res, spec) -> None:
     if res.geometry is not None:
         g = res.geometry
         t = Table(title="geometry: memorising plateau vs generalised solution (L = E + alpha ||w||^2)")
+        tol = float(g["saddle_rel_tol"].max())
+        t.caption = f"saddle index: eigenvalues of H_L below -{tol:.2g} max|lambda| ('>= n': a Lanczos lower bound)"
         for c in ("point", "wd", "step", "test acc", "saddle index", "lambda_min(H_L)", "lambda_max(H_L)", "R_L", "R_E",
                   "|grad L|", "method"):
             t.add_column(c, justify="right")
         for r in g.itertuples(index=False):
-            lb = "+" if r.saddle_index_lower_bound else ""
-            t.add_row(r.point, f"{r.weight_decay:g}", str(r.step), f"{r.test_acc:.3f}", f"{r.saddle_index_L}{lb}",
+            t.add_row(r.point, f"{r.weight_decay:g}", str(r.step), f"{r.test_acc:.3f}", r.saddle_index_L_label,
                       f"{r.lambda_min_L:.3g}", f"{r.lambda_max_L:.3g}", f"{r.R_L:.3g}", f"{r.R_E:.3g}",
                       f"{r.grad_norm_L:.3g}", r.method)
         _out_console().print(t)

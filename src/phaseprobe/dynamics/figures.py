@@ -58,7 +58,8 @@ def plot_run(run, plateaus, path, *, member: int = 0, title: str | None = None):
         if p.certificate:
             c = p.certificate
             kind = {"strict_saddle": "strict saddle", "higher_order_saddle": "higher-order saddle"}.get(c["kind"], c["kind"])
-            idx = f"Hessian index {c['index']}" if c.get("index", -1) >= 0 else "Hessian not computed"
+            idx = (f"{c['index']} Hessian eigenvalues < -{c['hess_tol']:.2g}" if c.get("index", -1) >= 0
+                   else "Hessian not computed")
             line += f"\n      {kind}: {idx}, escape order {c['escape_order']:.2f}"
         lines.append(line)
     if lines:

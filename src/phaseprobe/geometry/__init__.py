@@ -53,6 +53,12 @@ from phaseprobe.geometry.lanczos import (
 )
 from phaseprobe.geometry.losses import ErrorFn, PenalisedLoss, make_error_fn, make_loss_fn, penalised
 from phaseprobe.geometry.saddle import (
+    INDEX_REL_TOL,
+    RESIDUAL_RTOL,
+    NegativeCount,
+    count_negative,
+    count_negative_ritz,
+    index_label,
     EscapeDirection,
     EscapeResult,
     PointClass,
@@ -67,6 +73,12 @@ from phaseprobe.geometry.saddle import (
 
 __all__ = [
     "DEFAULT_MAX_PARAMS",
+    "INDEX_REL_TOL",
+    "RESIDUAL_RTOL",
+    "NegativeCount",
+    "count_negative",
+    "count_negative_ritz",
+    "index_label",
     "SCALE",
     "Curvature",
     "ErrorFn",

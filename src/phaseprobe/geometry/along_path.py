@@ -36,7 +36,7 @@ from phaseprobe.geometry.curvature import SCALE, curvature_exact, curvature_stoc
 from phaseprobe.geometry.hessian import exact_hessian, hvp_flat, value_and_flat_grad
 from phaseprobe.geometry.lanczos import lanczos, probe_samples
 from phaseprobe.geometry.losses import make_error_fn
-from phaseprobe.geometry.saddle import default_tol
+from phaseprobe.geometry.saddle import count_negative, count_negative_ritz
 
 
 def _leading(tree):
@@ -97,6 +97,7 @@ def analyze_minima(
     chunk_size: int = 4096,
     tol: float | None = None,
     warm_start: bool = True,
+    rel_tol: float | None = None,
 ) -> pd.DataFrame:
     """Curvature, spectrum ends and saddle index at each trained point of a path.
 
@@ -109,7 +110,15 @@ def analyze_minima(
     Columns: ``member, alpha, E, L, grad_norm_E, grad_norm_L, dist_ref, R_E, R_E_se, R_L, R_L_se,
     tr_H_E, tr_H_E_se, tr_H_L, lambda_max_E, lambda_min_E, lambda_max_L, lambda_min_L,
     top_E, bottom_E, top_L, bottom_L`` (arrays of the ``lanczos_k`` extreme eigenvalues),
-    ``saddle_index_L, saddle_index_lower_bound, tol, method, n_params, n_probes, scale``.
+    ``bottom_E_residuals, bottom_L_residuals`` (their Lanczos residuals; zeros when exact),
+    ``saddle_index_L`` (eigenvalues of ``H_L`` below ``-tol``), ``saddle_index_L_exact`` (False:
+    a lower bound), ``saddle_index_L_label`` (``"2"`` or ``">= 2"``), ``saddle_index_lower_bound``
+    (``not saddle_index_L_exact``), ``tol`` (absolute threshold), ``saddle_rel_tol`` (``tol`` over
+    the spectrum's scale ``max|lambda(H_L)|``), ``residual_tol`` (largest residual of a Ritz value
+    counted as converged), ``neg_eigs_E, neg_eigs_E_exact, neg_eigs_E_label, neg_eigs_E_tol`` (the
+    same count for ``H_E``, relative to its own scale), ``method, n_params, n_probes, scale``.
+    Counts follow :func:`~phaseprobe.geometry.saddle.count_negative` (exact spectrum) and
+    :func:`~phaseprobe.geometry.saddle.count_negative_ritz` (Lanczos; ``rel_tol`` or ``tol``).
     """
     if alphas is None:
         raise GeometryError("alphas: pass one L2 strength per member (canonical alpha, L = E + alpha*||w||^2)")
@@ -152,11 +161,13 @@ def analyze_minima(
             HL = H + np.diag(dvec)
             lamE = np.linalg.eigvalsh(H)
             lamL = np.linalg.eigvalsh(HL)
-            t = default_tol(np.abs(lamL).max(), ravel_pytree(p)[0].dtype) if tol is None else float(tol)
+            dt = ravel_pytree(p)[0].dtype
+            cL = count_negative(lamL, tol=tol, rel_tol=rel_tol, dtype=dt)
+            cE = count_negative(lamE, tol=tol, rel_tol=rel_tol, dtype=dt)
             row.update(R_E=curvature_exact(gE, H), R_E_se=0.0, R_L=curvature_exact(gL, HL), R_L_se=0.0,
                        tr_H_E=float(np.trace(H)), tr_H_E_se=0.0, tr_H_L=float(np.trace(HL)),
                        top_E=lamE[::-1][:kk], bottom_E=lamE[:kk], top_L=lamL[::-1][:kk], bottom_L=lamL[:kk],
-                       saddle_index_L=int(np.sum(lamL < -t)), saddle_index_lower_bound=False, tol=t,
+                       bottom_E_residuals=np.zeros(kk), bottom_L_residuals=np.zeros(kk),
                        method="exact", n_probes=0)
         else:
             dt = ravel_pytree(p)[0].dtype
@@ -174,20 +185,28 @@ def analyze_minima(
                 # start the next point from a mix of both ends (plus noise, so no Krylov space is trivial)
                 noise = np.asarray(jax.random.normal(jax.random.fold_in(ki, 4), (n,)), np.float64) * 1e-3
                 warm = tuple(r.largest_vectors[0] + r.smallest_vectors[0] + noise / np.sqrt(n) for r in (resE, resL))
-            t = default_tol(max(abs(resL.max_eig), abs(resL.min_eig)), dt) if tol is None else float(tol)
-            neg = resL.smallest < -t
+            cL = count_negative_ritz(resL.ritz_values, resL.ritz_residuals, kk, tol=tol, rel_tol=rel_tol, dtype=dt,
+                                     complete=resL.num_iter == n)
+            cE = count_negative_ritz(resE.ritz_values, resE.ritz_residuals, kk, tol=tol, rel_tol=rel_tol, dtype=dt,
+                                     complete=resE.num_iter == n)
             row.update(R_E=rE, R_E_se=seE, R_L=rL, R_L_se=seL, tr_H_E=float(aE.mean()),
                        tr_H_E_se=float(aE.std(ddof=1) / np.sqrt(len(aE))), tr_H_L=float(aL.mean()),
                        top_E=resE.largest, bottom_E=resE.smallest, top_L=resL.largest, bottom_L=resL.smallest,
-                       saddle_index_L=int(neg.sum()), saddle_index_lower_bound=bool(neg.all()), tol=t,
+                       bottom_E_residuals=resE.smallest_residuals, bottom_L_residuals=resL.smallest_residuals,
                        method="stochastic", n_probes=int(n_probes))
+        row.update(saddle_index_L=cL.count, saddle_index_L_exact=cL.exact, saddle_index_L_label=cL.label,
+                   saddle_index_lower_bound=not cL.exact, tol=cL.threshold, saddle_rel_tol=cL.rel_tol,
+                   residual_tol=cL.residual_tol, neg_eigs_E=cE.count, neg_eigs_E_exact=cE.exact,
+                   neg_eigs_E_label=cE.label, neg_eigs_E_tol=cE.threshold)
         row.update(lambda_max_E=float(row["top_E"][0]), lambda_min_E=float(row["bottom_E"][0]),
                    lambda_max_L=float(row["top_L"][0]), lambda_min_L=float(row["bottom_L"][0]),
                    n_params=n, scale=SCALE)
         rows.append(row)
     cols = ["member", "alpha", "E", "L", "grad_norm_E", "grad_norm_L", "dist_ref", "R_E", "R_E_se", "R_L", "R_L_se",
             "tr_H_E", "tr_H_E_se", "tr_H_L", "lambda_max_E", "lambda_min_E", "lambda_max_L", "lambda_min_L",
-            "top_E", "bottom_E", "top_L", "bottom_L", "saddle_index_L", "saddle_index_lower_bound", "tol",
+            "top_E", "bottom_E", "top_L", "bottom_L", "bottom_E_residuals", "bottom_L_residuals",
+            "saddle_index_L", "saddle_index_L_exact", "saddle_index_L_label", "saddle_index_lower_bound", "tol",
+            "saddle_rel_tol", "residual_tol", "neg_eigs_E", "neg_eigs_E_exact", "neg_eigs_E_label", "neg_eigs_E_tol",
             "method", "n_params", "n_probes", "scale"]
     return pd.DataFrame(rows, columns=cols)
 

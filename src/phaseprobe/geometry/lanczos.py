@@ -107,9 +107,10 @@ def tridiagonal_eigh(alphas, betas):
 class LanczosResult:
     """Extreme Ritz pairs of one Lanczos run (values float64; vectors flat, ``ravel_pytree`` order).
 
-    ``largest`` is descending, ``smallest`` ascending; ``*_residuals`` are ``||H y - theta y||``.
-    ``ritz_values`` holds every Ritz value (ascending). ``unravel`` maps a flat vector back to
-    the parameter pytree.
+    ``largest`` is descending, ``smallest`` ascending; ``*_residuals`` are ``||H y - theta y||``
+    (the cheap bound ``|beta_m s_{m,i}|``). ``ritz_values`` holds every Ritz value (ascending) and
+    ``ritz_residuals`` the residual of each. ``unravel`` maps a flat vector back to the
+    parameter pytree.
     """
 
     largest: np.ndarray
@@ -121,6 +122,7 @@ class LanczosResult:
     ritz_values: np.ndarray
     num_iter: int
     n_params: int
+    ritz_residuals: np.ndarray | None = None
     unravel: Callable | None = field(default=None, repr=False)
 
     @property
@@ -143,7 +145,7 @@ def _ritz(V, alphas, betas, k: int, n: int, unravel=None) -> LanczosResult:
     return LanczosResult(
         largest=theta[hi], largest_vectors=(S[:, hi].T @ Vn), largest_residuals=resid[hi],
         smallest=theta[lo], smallest_vectors=(S[:, lo].T @ Vn), smallest_residuals=resid[lo],
-        ritz_values=theta, num_iter=m, n_params=n, unravel=unravel,
+        ritz_values=theta, ritz_residuals=resid, num_iter=m, n_params=n, unravel=unravel,
     )
 
 

@@ -50,11 +50,126 @@ from phaseprobe.geometry.lanczos import lanczos
 DEFAULT_EPS = np.geomspace(1e-3, 1e-1, 11)
 KINDS = ("minimum", "strict_saddle", "higher_order_saddle", "not_critical")
 
+#: an eigenvalue counts as negative only below ``-INDEX_REL_TOL * max|lambda|`` (by default):
+#: trained points come from float32 training and float32 Lanczos, which resolve eigenvalues to
+#: about 1e-4 of the spectrum's scale; anything closer to 0 is not a resolved sign
+INDEX_REL_TOL = 1e-4
+#: a Ritz value counts as converged when its residual is at most ``RESIDUAL_RTOL * max|theta|``
+RESIDUAL_RTOL = 1e-3
 
-def default_tol(max_abs_eig: float, dtype) -> float:
-    """Eigenvalue tolerance: ``1000 * machine eps * max|lambda|`` (plus a tiny absolute floor)."""
+
+def default_tol(max_abs_eig: float, dtype, rel_tol: float | None = None) -> float:
+    """Eigenvalue threshold: ``max(rel_tol, 1000 eps(dtype)) * max|lambda|`` (plus a tiny floor).
+
+    ``rel_tol`` defaults to :data:`INDEX_REL_TOL` (a relative threshold, whatever the precision
+    the Hessian was evaluated in).
+    """
     eps = float(jnp.finfo(dtype).eps)
-    return max(1000.0 * eps * float(max_abs_eig), 1e3 * np.finfo(np.float64).tiny)
+    rel = INDEX_REL_TOL if rel_tol is None else float(rel_tol)
+    return max(max(rel, 1000.0 * eps) * float(max_abs_eig), 1e3 * np.finfo(np.float64).tiny)
+
+
+def index_label(count: int, exact: bool) -> str:
+    """How a negative-eigenvalue count is shown: ``"3"`` when exact, ``">= 3"`` for a lower bound."""
+    return f"{int(count)}" if exact else f">= {int(count)}"
+
+
+@dataclass(frozen=True)
+class NegativeCount:
+    """A count of Hessian eigenvalues below ``-threshold``, exact or a lower bound.
+
+    ``threshold`` is absolute (``rel_tol * scale``, ``scale`` the largest ``|eigenvalue|`` seen);
+    ``residual_tol`` is the largest residual of a Ritz value that counts as converged (0 for a
+    dense eigendecomposition). ``exact`` is False when the count is only a lower bound (shown
+    as ``">= count"``, :attr:`label`).
+    """
+
+    count: int
+    exact: bool
+    threshold: float
+    rel_tol: float
+    residual_tol: float
+    scale: float
+    method: str
+
+    @property
+    def label(self) -> str:
+        return index_label(self.count, self.exact)
+
+
+def count_negative(eigenvalues, *, tol: float | None = None, rel_tol: float | None = None, dtype=np.float32) -> NegativeCount:
+    """Exact count of ``eigenvalues < -threshold`` from a **full** spectrum (dense ``eigh``).
+
+    **Arguments:**
+
+    - ``eigenvalues``: every eigenvalue of the Hessian.
+    - ``tol``: absolute threshold; default :func:`default_tol` of ``max|lambda|`` (``rel_tol``,
+      ``dtype`` the precision the Hessian was evaluated in).
+
+    **Returns:** a :class:`NegativeCount` with ``exact=True``.
+    """
+    lam = np.asarray(eigenvalues, np.float64).ravel()
+    scale = float(np.abs(lam).max()) if lam.size else 0.0
+    t = default_tol(scale, dtype, rel_tol) if tol is None else float(tol)
+    return NegativeCount(count=int(np.sum(lam < -t)), exact=True, threshold=t, rel_tol=t / scale if scale > 0 else float("nan"),
+                         residual_tol=0.0, scale=scale, method="exact")
+
+
+def count_negative_ritz(ritz_values, residuals, k: int | None = None, *, scale: float | None = None, tol: float | None = None,
+                        rel_tol: float | None = None, residual_rtol: float | None = None, complete: bool = False,
+                        dtype=np.float32) -> NegativeCount:
+    """Negative eigenvalues certified by a Lanczos run: a count and whether it is closed.
+
+    A Ritz value ``theta`` with residual ``r`` (``||H y - theta y||``; some eigenvalue lies in
+    ``[theta - r, theta + r]``) counts as negative when it is converged (``r <= residual_tol``)
+    and its whole interval lies below the threshold (``theta + r < -threshold``). The count is
+    **exact** only when it is closed: the next Ritz value up is converged and not below the
+    threshold (``theta - r >= -threshold``). Otherwise it is a lower bound. Lanczos' usual
+    caveat remains: an eigenvalue the Krylov space has not seen at all (a start vector
+    orthogonal to its eigenvector) cannot be counted.
+
+    **Arguments:**
+
+    - ``ritz_values``, ``residuals``: every Ritz value (any order) and its residual.
+    - ``k``: only the ``k`` smallest Ritz values are looked at (the requested bottom end);
+      default all.
+    - ``scale``: the spectrum's scale; default ``max|theta|`` over all Ritz values.
+    - ``tol`` / ``rel_tol``: absolute threshold, or relative to ``scale``
+      (default :func:`default_tol`).
+    - ``residual_rtol``: convergence tolerance relative to ``scale`` (default :data:`RESIDUAL_RTOL`).
+    - ``complete``: the Ritz values are the whole spectrum (as many Lanczos steps as
+      parameters); then a count over all of them whose values all converged is exact.
+
+    **Returns:** a :class:`NegativeCount` (``method="lanczos"``).
+    """
+    th = np.asarray(ritz_values, np.float64).ravel()
+    rs = np.abs(np.asarray(residuals, np.float64).ravel())
+    if th.shape != rs.shape:
+        raise GeometryError(f"residuals: need one residual per Ritz value, got {rs.shape[0]} for {th.shape[0]}")
+    order = np.argsort(th)
+    th, rs = th[order], rs[order]
+    if scale is None:
+        scale = float(np.abs(th).max()) if th.size else 0.0
+    scale = float(scale)
+    t = default_tol(scale, dtype, rel_tol) if tol is None else float(tol)
+    rtol_abs = (RESIDUAL_RTOL if residual_rtol is None else float(residual_rtol)) * scale
+    whole = k is None or int(k) >= th.shape[0]
+    if k is not None:
+        th, rs = th[: int(k)], rs[: int(k)]
+    conv = rs <= rtol_abs
+    neg = conv & (th + rs < -t)
+    count = int(neg.sum())
+    exact = False
+    for i in range(th.shape[0]):
+        if neg[i]:
+            continue
+        # the first Ritz value not counted closes the count if it is converged and certainly not below -t
+        exact = bool(conv[i] and th[i] - rs[i] >= -t and count == i)
+        break
+    if complete and whole and conv.all() and count == int(np.sum(th < -t)):
+        exact = True
+    return NegativeCount(count=count, exact=exact, threshold=t, rel_tol=t / scale if scale > 0 else float("nan"),
+                         residual_tol=float(rtol_abs), scale=scale, method="lanczos")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +177,12 @@ def default_tol(max_abs_eig: float, dtype) -> float:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class SaddleIndex:
-    """Number of Hessian eigenvalues below ``-tol``. ``lower_bound`` when Lanczos saw only negatives."""
+    """Number of Hessian eigenvalues below ``-tol``: exact, or a lower bound (``lower_bound``).
+
+    ``label`` is how the index is shown (``"2"`` or ``">= 2"``); ``rel_tol`` the threshold
+    relative to the spectrum's scale; ``residuals`` the Lanczos residuals of ``eigenvalues``
+    (zeros for the exact method) and ``residual_tol`` the largest one that counts as converged.
+    """
 
     index: int
     lower_bound: bool
@@ -73,6 +193,17 @@ class SaddleIndex:
     eigenvalues: np.ndarray = field(repr=False)  # all (exact) or the bottom Ritz values (Lanczos)
     vectors: np.ndarray | None = field(default=None, repr=False)  # bottom eigenvectors (flat), ascending
     null_samples: np.ndarray | None = field(default=None, repr=False)  # random unit vectors in the near-null space
+    residuals: np.ndarray | None = field(default=None, repr=False)
+    rel_tol: float = float("nan")
+    residual_tol: float = 0.0
+
+    @property
+    def exact(self) -> bool:
+        return not self.lower_bound
+
+    @property
+    def label(self) -> str:
+        return index_label(self.index, self.exact)
 
     def __int__(self) -> int:
         return int(self.index)
@@ -91,32 +222,40 @@ def saddle_index(
     key=None,
     max_params: int | None = None,
     n_vectors: int = 8,
+    rel_tol: float | None = None,
 ) -> SaddleIndex:
     """Number of Hessian eigenvalues ``< -tol`` at ``params`` (the Morse index of a saddle).
 
-    Exact (dense ``eigh``) for models up to ``max_params``; otherwise the ``k`` smallest
-    algebraic Ritz values of a Lanczos run (the count is then a lower bound when all ``k`` are
-    negative: raise ``k``). ``tol`` defaults to :func:`default_tol`. The ``n_vectors`` bottom
-    eigenvectors are kept (for the escape test).
+    Exact (dense ``eigh``) for models up to ``max_params`` (:func:`count_negative`); otherwise
+    the ``k`` smallest algebraic Ritz values of a Lanczos run, counted by
+    :func:`count_negative_ritz`: only converged Ritz values count, and the index is exact only
+    when a converged, non-negative Ritz value closes the count; else a lower bound (raise ``k``
+    or ``num_iter``). ``tol`` defaults to :func:`default_tol` (``rel_tol`` of the spectrum's
+    scale). The ``n_vectors`` bottom eigenvectors are kept (for the escape test).
     """
     n = num_params(params)
     dtype = ravel_pytree(params)[0].dtype
     if use_exact(exact, n, max_params):
         H = exact_hessian(loss_fn, params, max_params=max_params)
         lam, vec = np.linalg.eigh(H.astype(np.float64))
-        t = default_tol(np.abs(lam).max(), dtype) if tol is None else float(tol)
-        return SaddleIndex(index=int(np.sum(lam < -t)), lower_bound=False, min_eig=float(lam[0]),
+        c = count_negative(lam, tol=tol, rel_tol=rel_tol, dtype=dtype)
+        t = c.threshold
+        return SaddleIndex(index=c.count, lower_bound=False, min_eig=float(lam[0]),
                            max_eig=float(lam[-1]), tol=t, method="exact", eigenvalues=lam,
                            vectors=vec[:, : min(n_vectors, n)].T,
-                           null_samples=_null_samples(vec[:, np.abs(lam) <= t], n_vectors, key))
-    res = lanczos(loss_fn, params, min(k, n), num_iter=num_iter, key=key)
-    t = default_tol(max(abs(res.max_eig), abs(res.min_eig)), dtype) if tol is None else float(tol)
-    neg = res.smallest < -t
+                           null_samples=_null_samples(vec[:, np.abs(lam) <= t], n_vectors, key),
+                           residuals=np.zeros_like(lam), rel_tol=c.rel_tol, residual_tol=0.0)
+    kk = min(k, n)
+    res = lanczos(loss_fn, params, kk, num_iter=num_iter, key=key)
+    c = count_negative_ritz(res.ritz_values, res.ritz_residuals, kk, tol=tol, rel_tol=rel_tol, dtype=dtype,
+                            complete=res.num_iter == n)
+    t = c.threshold
     null = res.smallest_vectors[np.abs(res.smallest) <= t].T
-    return SaddleIndex(index=int(np.sum(neg)), lower_bound=bool(neg.all()), min_eig=res.min_eig,
+    return SaddleIndex(index=c.count, lower_bound=not c.exact, min_eig=res.min_eig,
                        max_eig=res.max_eig, tol=t, method="lanczos", eigenvalues=res.smallest,
                        vectors=res.smallest_vectors[: min(n_vectors, len(res.smallest))],
-                       null_samples=_null_samples(null, n_vectors, key))
+                       null_samples=_null_samples(null, n_vectors, key),
+                       residuals=res.smallest_residuals, rel_tol=c.rel_tol, residual_tol=c.residual_tol)
 
 
 def _null_samples(basis: np.ndarray, count: int, key) -> np.ndarray | None:

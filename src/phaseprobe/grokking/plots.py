@@ -262,13 +262,9 @@ def plot_geometry(geo: pd.DataFrame, out: str | Path, title: str = "") -> Path:
             R, se = getattr(r, f"R_{which}"), getattr(r, f"R_{which}_se")
             se_t = f" +- {se:.2g}" if se and np.isfinite(se) and se > 0 else ""
             if which == "E":
-                neg = int(np.sum(bot < -r.tol))
-                lb = "+" if neg == len(bot) and neg > 0 else ""
-                of = f"all {len(bot)}" if len(bot) >= r.n_params else f"{len(bot)} bottom"
-                txt = f"neg. eig. {neg}{lb} / {of}\nR_E = {R:.3g}{se_t}\n|grad E| = {r.grad_norm_E:.2g}\ntest acc {r.test_acc:.2f}"
+                txt = f"neg. eig. (< -{r.neg_eigs_E_tol:.2g}) {r.neg_eigs_E_label}\nR_E = {R:.3g}{se_t}\n|grad E| = {r.grad_norm_E:.2g}\ntest acc {r.test_acc:.2f}"
             else:
-                lb = "+" if r.saddle_index_lower_bound else ""
-                txt = f"saddle index {r.saddle_index_L}{lb}\nR_L = {R:.3g}{se_t}\n|grad L| = {r.grad_norm_L:.2g}\nalpha = {r.alpha:g}"
+                txt = f"saddle index (< -{r.tol:.2g}) {r.saddle_index_L_label}\nR_L = {R:.3g}{se_t}\n|grad L| = {r.grad_norm_L:.2g}\nalpha = {r.alpha:g}"
             ax.text(i, 1.02, txt, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
         ax.set_yscale("symlog", linthresh=1e-4)
         ax.axhline(0, color="k", lw=0.7)

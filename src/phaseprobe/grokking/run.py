@@ -187,7 +187,7 @@ def write_grok_report(res: GrokResult, spec: GrokSpec) -> Path:
     if res.geometry is not None:
         g = res.geometry
         keep = ["point", "weight_decay", "step", "train_acc", "test_acc", "w_sq", "E", "L", "grad_norm_L",
-                "saddle_index_L", "saddle_index_lower_bound", "neg_eigs_E", "neg_eigs_E_lower_bound", "lambda_min_L", "lambda_max_L", "lambda_min_E",
+                "saddle_index_L_label", "tol", "saddle_rel_tol", "neg_eigs_E_label", "neg_eigs_E_tol", "lambda_min_L", "lambda_max_L", "lambda_min_E",
                 "lambda_max_E", "R_E", "R_E_se", "R_L", "R_L_se", "tr_H_E", "method", "precision"]
         add_section(out, "grok_geometry", "Metastability: geometry of the plateau and the solution",
                     "Hessians of E and of L = E + alpha ||w||^2 (alpha = beta/2 of the run) at the memorising plateau "

@@ -129,8 +129,10 @@ class GeometrySpec(BaseModel):
     is added. Models up to ``max_params`` get exact Hessians, larger ones Lanczos/Hutchinson.
     ``float64`` evaluates the geometry in double precision (inside a local x64 context): the
     memorising end points are nearly flat (eigenvalues ~1e-7), where float32 rounding would
-    blur the sign of the smallest eigenvalues. ``neg_eigs_E`` counts negative eigenvalues of
-    ``H_E`` among the ``lanczos_k`` bottom ones (raise ``lanczos_k`` to count further).
+    blur the sign of the smallest eigenvalues. ``neg_eigs_E`` counts eigenvalues of ``H_E`` below
+    ``-neg_eigs_E_tol`` (relative to its spectrum's scale): over the whole spectrum when exact,
+    else among the ``lanczos_k`` bottom Ritz values, shown ``">= n"`` when only a lower bound
+    (raise ``lanczos_k`` to count further).
     """
 
     model_config = ConfigDict(extra="forbid")
