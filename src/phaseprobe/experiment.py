@@ -83,6 +83,20 @@ class ExperimentKind:
     """``analyse(run_dir, figures=True) -> dict`` of tables (frames) and figure paths."""
     needs_params: bool = True
     """Whether every piece writes arrays (a piece without them is then redone)."""
+    load_model: Callable[..., Any] | None = None
+    """``load_model(run, **key) -> eqx.Module``: one stored model of a run (see
+    :meth:`phaseprobe.runs.Run.model`)."""
+    show: Callable[..., None] | None = None
+    """``show(run, console, wide=False)``: the kind's tables for ``phaseprobe show``."""
+    make_spec: Callable[[dict], Any] | None = None
+    """``make_spec(dict) -> spec`` with the kind's one-line validation errors (default: the
+    spec type's own validation)."""
+
+    def build_spec(self, data: dict):
+        """A validated spec of this kind from a plain dict (a grid cell, a stored ``spec.json``)."""
+        if self.make_spec is not None:
+            return self.make_spec(dict(data))
+        return self.spec_type.model_validate(dict(data))
 
 
 def get_kind(name: str) -> ExperimentKind:
@@ -221,7 +235,8 @@ def run_jobs(jobs: Sequence[Job], engine=None, progress=None) -> None:
             task.finish()
 
 
-def run_experiment(kind: ExperimentKind | str, spec, out: str | Path, *, engine=None, progress=None, dataset=None):
+def run_experiment(kind: ExperimentKind | str, spec, out: str | Path, *, engine=None, progress=None, dataset=None,
+                   banner: str | None = None):
     """Run (or resume) one experiment of ``kind`` into ``out``; return its store.
 
     **Arguments:**
@@ -232,12 +247,15 @@ def run_experiment(kind: ExperimentKind | str, spec, out: str | Path, *, engine=
     - `engine`: where the units run (default: this process).
     - `progress`: a progress reporter (default: none).
     - `dataset`: a loaded dataset to reuse.
+    - `banner`: a line for ``progress`` once every check has passed (before compute).
 
     **Returns:** the run's :class:`phaseprobe.store.RunStore` (records via ``load_records()``).
     """
     job = prepare(kind, spec, out, dataset=dataset)
     try:
         if progress is not None:
+            if banner:
+                progress.message(banner)
             progress.message(job.store.resume_summary(job))
         run_jobs([job], engine=engine, progress=progress)
     finally:

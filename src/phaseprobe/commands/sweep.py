@@ -87,11 +87,8 @@ def register(app: typer.Typer) -> None:
         banner = (f"[bold]phaseprobe sweep[/bold] {spec.name}: {spec.dataset}, {spec.model} depth {spec.depth} "
                   f"width {spec.width}, mode {spec.mode}, {len(spec.alpha_grid())} strengths x {len(spec.seed_list())} seeds -> {out}")
         t0 = time.perf_counter()
-        prog, on_plan, on_runs = _tracked(banner)
-        try:
-            df = run_sweep(spec, out, engine=eng, on_runs=on_runs, on_plan=on_plan)
-        finally:
-            prog.stop()
+        with reporter(out) as prog:
+            df = run_sweep(spec, out, engine=eng, progress=prog, banner=banner)
         console.print(f"done in {time.perf_counter() - t0:.1f} s; {int(df['final'].sum()) if not df.empty else 0} final records in {out}/records")
         res = summarize(out, figures=not no_figures)
         _print_tables(res)
@@ -99,31 +96,12 @@ def register(app: typer.Typer) -> None:
             console.print(f"figures: {out}/sweep.png, {out}/classes.png; report: {out}/report.html")
 
 
-def _tracked(banner: str):
-    """A progress bar (trainings done, runs/s, ETA) and the driver's two callbacks for it.
+def reporter(out: Path):
+    """The progress reporter of a command writing into ``out`` (bars in a terminal, log lines
+    every 10 s otherwise; every line also in ``out/progress.log``)."""
+    from phaseprobe.progress import ProgressReporter
 
-    The banner and the bar start only in ``on_plan``, once every check has passed, so a bad spec
-    or dataset prints nothing but its one-line error.
-    """
-    prog = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=console, transient=False)
-    task = prog.add_task("trainings", total=None, rate="")
-    state = {"t": time.perf_counter(), "n": 0}
-
-    def on_plan(total, already):
-        console.print(banner)
-        prog.start()
-        prog.update(task, total=total, completed=already)
-        if already:
-            console.print(f"resuming: {already}/{total} trainings already in the store")
-
-    def on_runs(n):
-        state["n"] += n
-        rate = state["n"] / max(time.perf_counter() - state["t"], 1e-9)
-        prog.update(task, advance=n, rate=f"{rate:.2f} runs/s")
-
-    return prog, on_plan, on_runs
+    return ProgressReporter(log_path=Path(out) / "progress.log")
 
 
 def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures: bool) -> None:
@@ -136,11 +114,8 @@ def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures:
     banner = (f"[bold]phaseprobe sweep[/bold] grid of {n_cells} cells ("
               + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in grid_fields.items()) + f"), engine {eng.name} -> {out}")
     t0 = time.perf_counter()
-    prog, on_plan, on_runs = _tracked(banner)
-    try:
-        df = run_grid(data, grid_fields, out, engine=eng, on_runs=on_runs, on_plan=on_plan)
-    finally:
-        prog.stop()
+    with reporter(out) as prog:
+        df = run_grid(data, grid_fields, out, engine=eng, progress=prog, banner=banner)
     console.print(f"done in {time.perf_counter() - t0:.1f} s; {int(df['final'].sum()) if not df.empty else 0} final records "
                   f"in {out}/cells/*/records")
     res = summarize_grid(out, figures=not no_figures)

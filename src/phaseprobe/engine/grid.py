@@ -67,18 +67,20 @@ def _split_values(text: str) -> list[str]:
 
 
 
-def _known_field(name: str) -> bool:
-    from phaseprobe.sweep.spec import SweepSpec
+def _known_field(name: str, spec_type=None) -> bool:
+    if spec_type is None:
+        from phaseprobe.sweep.spec import SweepSpec as spec_type
 
+    fields = getattr(spec_type, "model_fields", None)
     head, _, rest = name.partition(".")
-    if head not in SweepSpec.model_fields:
+    if fields is not None and head not in fields:
         return False
     if rest and head not in ("data_options", "model_options"):
         return False
     return True
 
 
-def parse_grid(items: Sequence[str] | str) -> dict[str, list]:
+def parse_grid(items: Sequence[str] | str, spec_type=None) -> dict[str, list]:
     """``["width=64,256", "depth=1,2"]`` (or one space-separated string) -> ``{field: values}``.
 
     Values are read as JSON when they can be (``64`` -> int, ``[0,1]`` -> list, ``true``),
@@ -94,8 +96,10 @@ def parse_grid(items: Sequence[str] | str) -> dict[str, list]:
             raise GridError(f"grid: '{tok}' is not field=v1,v2; write e.g. --grid width=64,256 depth=1,2")
         name, _, vals = tok.partition("=")
         name = name.strip()
-        if not _known_field(name):
-            raise GridError(f"grid: unknown spec field '{name}'; use a field of the sweep spec such as width, depth, classes, lr, optimizer")
+        if not _known_field(name, spec_type):
+            known = ", ".join(list(getattr(spec_type, "model_fields", {}) or {})[:8]) if spec_type is not None else \
+                "width, depth, classes, lr, optimizer"
+            raise GridError(f"grid: unknown spec field '{name}'; use a field of the spec such as {known}")
         if name in grid:
             raise GridError(f"grid: field '{name}' given twice; list all its values once, e.g. {name}=a,b")
         if name in ("name",):
@@ -152,23 +156,35 @@ def _set_field(data: dict, name: str, value: Any) -> dict:
     return out
 
 
-def cell_spec(base: dict, cell: Cell):
+def cell_spec(base: dict, cell: Cell, kind=None):
     """The validated spec of one cell (base with the cell's values; ``name`` gets the cell id)."""
-    from phaseprobe.sweep.spec import make_spec
-
+    kind = _kind(kind)
     data = dict(base)
     for n, v in cell.values.items():
         data = _set_field(data, n, v)
-    data["name"] = f"{base.get('name', 'sweep')}[{cell.cid}]"
+    data["name"] = f"{base.get('name', kind.name)}[{cell.cid}]"
     try:
-        return make_spec(data)
+        return kind.build_spec(data)
     except PhaseprobeError as e:
         raise type(e)(f"{e} (grid cell {cell.cid})") from None
 
 
+def _kind(kind):
+    from phaseprobe.experiment import get_kind
+
+    if kind is None:
+        return get_kind("sweep")
+    return get_kind(kind) if isinstance(kind, str) else kind
+
+
+_DATA_FIELDS = ("dataset", "classes", "n_train", "n_test", "normalize", "data_dir", "data_seed", "data_options")
+
+
 def _data_key(spec) -> str:
     d = spec.model_dump()
-    keys = ("dataset", "classes", "n_train", "n_test", "normalize", "data_dir", "data_seed", "data_options")
+    keys = [k for k in _DATA_FIELDS if k in d]
+    if not keys:  # a kind whose data is not described by these fields: no sharing
+        return json.dumps(d, sort_keys=True, default=str)
     return json.dumps({k: d[k] for k in keys}, sort_keys=True, default=str)
 
 
@@ -177,35 +193,37 @@ def grid_hash(base_hash: str, grid: dict[str, list]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare_grid(base: dict, grid: dict[str, list], out: str | Path):
+def prepare_grid(base: dict, grid: dict[str, list], out: str | Path, kind=None):
     """Check every cell (spec, data, model) and open the run folders; return the cells and
-    their :class:`~phaseprobe.sweep.driver.SweepJob` (contexts released, datasets shared)."""
+    their :class:`~phaseprobe.experiment.Job` objects (contexts released, datasets shared)."""
+    from phaseprobe.experiment import prepare
     from phaseprobe.store import RunStore
-    from phaseprobe.sweep.driver import prepare_sweep
-    from phaseprobe.sweep.run import SweepContext
-    from phaseprobe.sweep.spec import make_spec
 
+    kind = _kind(kind)
     out = Path(out)
-    base_spec = make_spec(dict(base))
+    RunStore(out).check_writable()
+    base_spec = kind.build_spec(dict(base))
     cells = expand(grid)
     specs, datasets = [], {}
     for c in cells:  # every check before any folder is written or any compute starts
-        s = cell_spec(base, c)
+        s = cell_spec(base, c, kind)
         key = _data_key(s)
         try:
-            ctx = SweepContext(s, dataset=datasets.get(key))
+            ctx = kind.make_context(s, dataset=datasets.get(key))
         except PhaseprobeError as e:
             raise type(e)(f"{e} (grid cell {c.cid})") from None
-        datasets[key] = ctx.dataset
+        datasets[key] = getattr(ctx, "dataset", None)
         del ctx
         specs.append(s)
     top = RunStore(out)
-    meta = {"base": base_spec.model_dump(), "grid": grid,
+    meta = {"base": base_spec.model_dump(), "grid": grid, "cell_kind": kind.name,
             "cells": [{"id": c.cid, "values": c.values, "spec_hash": s.hash()} for c, s in zip(cells, specs)]}
     top.init(meta, grid_hash(base_spec.hash(), grid), kind="grid")
+    top.lock()
     jobs = []
     for c, s in zip(cells, specs):
-        job = prepare_sweep(s, out / "cells" / c.cid, dataset=datasets[_data_key(s)])
+        ds = datasets[_data_key(s)]
+        job = prepare(kind, s, out / "cells" / c.cid, dataset=ds, ctx=None if ds is not None else None)
         job.release()
         jobs.append(job)
     return cells, jobs
@@ -218,25 +236,39 @@ def run_grid(
     engine=None,
     on_runs: Callable[[int], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
+    kind=None,
+    progress=None,
+    banner: str | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) every cell of ``grid`` over the spec dict ``base`` into ``out``.
 
-    ``on_plan(total_runs, already_done)`` once before compute (all cells together); ``on_runs(n)``
-    per finished piece. Returns :func:`load_grid_records`.
-    """
-    from phaseprobe.engine import get_engine
+    **Arguments:**
 
-    cells, jobs = prepare_grid(base, grid, out)
-    if on_plan:
-        on_plan(sum(j.total for j in jobs), sum(j.already for j in jobs))
-    engine = engine or get_engine("local")
-    runner = getattr(engine, "run_cells", None)
-    if runner is not None:
-        runner(jobs, on_runs=on_runs)
-    else:  # an engine that knows only single sweeps
+    - `base`: the base spec as a dict.
+    - `grid`: ``{field: [values]}`` (:func:`parse_grid`).
+    - `out`: the grid's run folder (one sub-run per cell under ``cells/``).
+    - `engine`: where the units run (default this process); all cells' units of a phase go to
+      it at once.
+    - `on_plan`, `on_runs`: progress callbacks (``on_plan(total, done)`` per phase, ``on_runs(n)``).
+    - `kind`: the experiment kind of the cells (default ``sweep``).
+    - `progress`: a :class:`phaseprobe.progress.ProgressReporter` instead of the callbacks.
+    - `banner`: a line for ``progress`` once every cell has been checked (before compute).
+
+    **Returns:** :func:`load_grid_records`.
+    """
+    from phaseprobe.experiment import run_jobs
+    from phaseprobe.store import RunStore
+    from phaseprobe.sweep.driver import _Callbacks
+
+    cells, jobs = prepare_grid(base, grid, out, kind)
+    if progress is not None and banner:
+        progress.message(banner)
+    try:
+        run_jobs(jobs, engine=engine, progress=progress if progress is not None else _Callbacks(on_runs, on_plan))
+    finally:
         for j in jobs:
-            engine.run(j.context(), j.units, j.store, on_runs=on_runs)
-            j.release()
+            j.store.unlock()
+        RunStore(out).unlock()
     return load_grid_records(out)
 
 
@@ -245,7 +277,7 @@ def grid_meta(out: str | Path) -> dict:
 
     meta = RunStore(out).meta()
     if meta.get("kind") != "grid":
-        raise GridError(f"run: '{out}' is not a grid run folder (kind {meta.get('kind')!r}); run `phaseprobe sweep --grid ... --out {out}`")
+        raise GridError(f"run: '{out}' is not a grid run folder (kind {meta.get('kind')!r}); run a command with --grid ... --out {out}")
     return meta
 
 
@@ -270,22 +302,27 @@ def load_grid_records(out: str | Path) -> pd.DataFrame:
 
 
 def summarize_grid(out: str | Path, figures: bool = True, n_boot: int = 200) -> dict:
-    """Analyse every cell (:func:`phaseprobe.sweep.summary.summarize`), write ``cells.csv`` and
-    ``transitions.csv`` at the top and a report with one section per cell."""
+    """Analyse every cell with its kind's analysis, write ``cells.csv`` (and ``transitions.csv``
+    when the kind finds transitions) at the top and a report with one section per cell."""
     from phaseprobe.plots.report import add_section
-    from phaseprobe.sweep.summary import summarize
+    from phaseprobe.store import RunStore, save_frame_csv
 
     out = Path(out)
     meta = grid_meta(out)
+    kind = _kind(meta["spec"].get("cell_kind", "sweep"))
     rows, trs, per_cell = [], [], {}
     for i, c in enumerate(meta["spec"]["cells"]):
         cdir = out / "cells" / c["id"]
-        res = summarize(cdir, figures=figures, n_boot=n_boot)
+        kw = {"n_boot": n_boot} if kind.name == "sweep" else {}
+        res = kind.analyse(cdir, figures=figures, **kw) if kind.analyse else {}
         per_cell[c["id"]] = res
-        df, tr = res["records"], res["transitions"]
-        fin = df[df["final"]] if not df.empty else df
+        df = res.get("records") if isinstance(res.get("records"), pd.DataFrame) else RunStore(cdir).load_records()
+        tr = res.get("transitions") if isinstance(res.get("transitions"), pd.DataFrame) else pd.DataFrame()
+        fin = df[df["final"]] if (not df.empty and "final" in df.columns) else df
         row = {"cell": c["id"], **{k: json.dumps(v) if isinstance(v, list) else v for k, v in c["values"].items()},
-               "trainings": int(len(fin)), "transitions": int(len(tr))}
+               "records": int(len(fin))}
+        if kind.name == "sweep":
+            row["transitions"] = int(len(tr))
         if not tr.empty and "strength_c" in tr.columns:
             row["first_strength_c"] = float(tr["strength_c"].min())
             if "order" in tr.columns:
@@ -299,25 +336,25 @@ def summarize_grid(out: str | Path, figures: bool = True, n_boot: int = 200) -> 
             trs.append(t)
         if figures:
             figs = []
-            for name in ("sweep.png", "classes.png"):
-                src = cdir / name
-                if src.exists():
-                    dst = out / f"cell-{c['id']}-{name}"
-                    shutil.copyfile(src, dst)
-                    figs.append(str(dst))
+            for src in sorted(cdir.glob("*.png")):
+                dst = out / f"cell-{c['id']}-{src.name}"
+                shutil.copyfile(src, dst)
+                figs.append(str(dst))
             show = tr[[k for k in ("observable", "branch", "strength_c", "order", "jump", "spinodal_up_strength",
                                    "spinodal_down_strength", "maxwell_strength", "hysteresis_area") if k in tr.columns]] if not tr.empty else tr
             vals = ", ".join(f"{k} = {v}" for k, v in c["values"].items())
+            tables = {"transitions": show} if not show.empty else {}
             add_section(out, f"cell-{i:04d}", f"Cell {vals}",
-                        f"{len(fin)} trainings; cell folder cells/{c['id']} (its own report.html has the full analysis).",
-                        figs, {"transitions": show}, order=20 + i)
+                        f"{len(fin)} records; cell folder cells/{c['id']} (its own report.html has the full analysis).",
+                        figs, tables, order=20 + i)
     cells_df = pd.DataFrame(rows)
-    cells_df.to_csv(out / "cells.csv", index=False)
+    save_frame_csv(cells_df, out / "cells.csv")
     tr_all = pd.concat(trs, ignore_index=True) if trs else pd.DataFrame()
-    tr_all.to_csv(out / "transitions.csv", index=False)
+    if kind.name == "sweep" or not tr_all.empty:
+        save_frame_csv(tr_all, out / "transitions.csv")
     if figures:
         grid_txt = "; ".join(f"{k} in {v}" for k, v in meta["spec"]["grid"].items())
-        add_section(out, "grid", "Spec grid: one sweep per cell",
-                    f"{len(rows)} cells ({grid_txt}). One facet per cell below; every cell is an ordinary sweep "
+        add_section(out, "grid", f"Spec grid: one {kind.name} run per cell",
+                    f"{len(rows)} cells ({grid_txt}). One facet per cell below; every cell is an ordinary {kind.name} "
                     "run folder under cells/.", [], {"cells": cells_df}, order=10)
-    return {"cells": cells_df, "transitions": tr_all, "per_cell": per_cell}
+    return {"cells": cells_df, "transitions": tr_all, "per_cell": per_cell, "kind": kind.name}

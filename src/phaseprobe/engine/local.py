@@ -1,31 +1,43 @@
 """The in-process engine: runs the units one after another, each a vectorised ensemble,
 writing every finished piece to the store at once (so an interrupted run loses at most the
-piece in flight)."""
+piece in flight). It runs units of any experiment kind: the kind's ``run_unit`` comes with the
+job (:mod:`phaseprobe.experiment`)."""
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 from phaseprobe.errors import PhaseprobeError
+from phaseprobe.experiment import resume_point
+
+
+def emit_to_store(store, unit, on_work: Callable[[int], None] | None):
+    """``emit(piece, records, arrays)`` that writes the piece and reports the unit's runs."""
+
+    def emit(piece, records, arrays):
+        store.write_piece(piece, records, arrays)
+        if on_work:
+            on_work(int(unit.runs_per_piece))
+
+    return emit
 
 
 class LocalEngine:
     name = "local"
 
-    def run(self, ctx, units: Sequence, store, on_runs: Callable[[int], None] | None = None) -> None:
-        from phaseprobe.sweep.run import execute_unit
-
-        done = store.done_pieces()
-        for unit in units:
-            execute_unit(ctx, unit, done, store.write_piece, store.load_params, on_runs)
-
-    def run_cells(self, jobs: Sequence, on_runs: Callable[[int], None] | None = None) -> None:
-        """Run several prepared sweeps (the cells of a spec grid) one after another; each
-        job's context (device data, compiled trainer) is built when its turn comes and dropped
-        after."""
-        for job in jobs:
-            self.run(job.context(), job.units, job.store, on_runs)
-            job.release()
+    def run_units(self, work: Sequence, on_work: Callable[[int], None] | None = None) -> None:
+        """Run ``work``, a list of ``(job, units)``: each job's context is built when its turn
+        comes (and dropped after it when several jobs share the run, as the cells of a grid)."""
+        for job, units in work:
+            done = job.store.done_pieces(job.kind.needs_params)
+            todo = [u for u in units if resume_point(u, done) < len(list(u.pieces))]
+            if not todo:
+                continue
+            ctx = job.context()
+            for unit in todo:
+                job.kind.run_unit(ctx, unit, done, emit_to_store(job.store, unit, on_work), job.store.load_params)
+            if len(work) > 1:
+                job.release()
 
 
 def get_engine(name: str = "local", **options):

@@ -2,12 +2,12 @@
 
 How work flows
 --------------
-* Each :class:`~phaseprobe.sweep.run.Unit` (a chunk of the grid trained as ONE vectorised
-  ensemble) is one Ray task with ``num_cpus`` = ``cpus_per_task`` and ``max_retries``.
+* Each unit of any experiment kind (:mod:`phaseprobe.experiment`; for a sweep, a chunk of the
+  grid trained as ONE vectorised ensemble) is one Ray task with ``num_cpus`` = ``cpus_per_task`` and ``max_retries``.
 * The dataset is put into the object store once per distinct dataset (``ray.put``) and every
   task gets a reference to it. A worker process builds the
-  :class:`~phaseprobe.sweep.run.SweepContext` (device data, compiled trainer) the first time
-  it sees a (spec hash, dataset) pair and keeps it in a module-level cache, so the trainer
+  kind's context (device data, compiled trainer) the first time
+  it sees a (kind, spec hash, dataset) triple and keeps it in a module-level cache, so the trainer
   compiles once per worker process, not once per task.
 * Workers are processes the raylet starts (not forks of the driver), so JAX starts clean in
   each; ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` is set in the tasks' runtime environment so
@@ -34,7 +34,7 @@ Fault tolerance
   command resumes from the store (as with the local engine).
 
 Numbers are the same as with the local engine: keys derive from seeds and grid indices only,
-and a worker runs exactly :func:`~phaseprobe.sweep.run.execute_unit`.
+and a worker runs exactly the kind's ``run_unit``.
 
 Addresses
 ---------
@@ -144,13 +144,38 @@ def probe_address(address: str, timeout: float = 2.0) -> tuple[str, int]:
     """Connect to the GCS port once (``timeout`` seconds); a one-line error when nothing answers."""
     host, port = parse_address(address)
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            speaks_grpc = _answers_http2(sock, timeout)
     except OSError as e:
         why = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__).lower()
         raise EngineError(f"address: no Ray cluster answers at {host}:{port} ({why}); start one there "
                           f"(`ray start --head --port {port}`), check --address, or use --address local") from None
+    if not speaks_grpc:
+        raise EngineError(f"address: {host}:{port} answers but is not a Ray cluster (its GCS speaks gRPC, this port "
+                          f"does not); give the GCS address printed by `ray start --head`, or use --address local")
     return host, port
+
+
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _answers_http2(sock: socket.socket, timeout: float) -> bool:
+    """Whether the server on ``sock`` answers an HTTP/2 client preface with a SETTINGS frame,
+    as every gRPC server (Ray's GCS) does, within ``timeout`` seconds. A port that accepts
+    the connection but is something else (or silent) is refused here instead of leaving
+    ``ray.init`` to retry forever."""
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(_HTTP2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:
+        return False
+    return head[3] == 0x04  # frame type SETTINGS
 
 
 # ---- worker side ---------------------------------------------------------------------------
@@ -175,55 +200,55 @@ def dataset_fingerprint(dataset) -> str:
     return h.hexdigest()
 
 
-def _worker_context(spec_dict: dict, data_box: list):
-    """The SweepContext for (spec, dataset), built once per worker process (LRU of a few)."""
-    from phaseprobe.sweep.spec import SweepSpec
-    from phaseprobe.sweep.run import SweepContext
+def _worker_context(kind_name: str, spec_dict: dict, data_box: list):
+    """The context of (kind, spec, dataset), built once per worker process (LRU of a few)."""
+    from phaseprobe.experiment import get_kind
 
-    spec = SweepSpec(**spec_dict)
+    kind = get_kind(kind_name)
+    spec = kind.spec_type(**spec_dict)
     fingerprint, data_ref = data_box
-    key = (spec.hash(), fingerprint)
+    key = (kind_name, spec.hash(), fingerprint)
     ctx = _CONTEXTS.get(key)
     if ctx is None:
         ray = _ray()
-        ctx = SweepContext(spec, dataset=ray.get(data_ref))
+        ctx = kind.make_context(spec, dataset=ray.get(data_ref))
         _CONTEXTS[key] = ctx
         while len(_CONTEXTS) > _CONTEXT_CACHE_SIZE:
             _CONTEXTS.popitem(last=False)
     else:
         _CONTEXTS.move_to_end(key)
-    return ctx
+    return kind, ctx
 
 
-def unit_task(spec_dict: dict, data_box: list, unit, done: Sequence[str], resume: dict | None,
+def unit_task(kind_name: str, spec_dict: dict, data_box: list, unit, done: Sequence[str], resume: dict | None,
               trace_dir: str | None = None):
-    """Run one unit on a worker; yield ``(piece, records, params)`` per finished piece.
+    """Run one unit of any experiment kind on a worker; yield ``(piece, records, arrays)`` per
+    finished piece.
 
     ``data_box`` is ``[fingerprint, ObjectRef]`` (boxed, so the worker fetches the data only
     when its context cache misses: the same spec on the same data reuses the compiled trainer
-    across tasks and sweeps). ``resume`` maps the chain piece to resume from to its parameters.
+    across tasks and runs). ``resume`` maps pieces the unit reads (the chain piece to resume
+    from, the pieces of earlier phases it ``needs``) to their arrays.
     ``trace_dir``: append ``"<unit> <pid>"`` to ``tasks.log`` there when the task starts
     (which worker process runs which unit; used to inspect or stop a worker).
     """
-    from phaseprobe.sweep.run import execute_unit
-
     if trace_dir:
         fd = os.open(os.path.join(trace_dir, "tasks.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, f"{unit.uid} {os.getpid()}\n".encode())
         finally:
             os.close(fd)
-    ctx = _worker_context(spec_dict, data_box)
+    kind, ctx = _worker_context(kind_name, spec_dict, data_box)
     q: queue.Queue = queue.Queue()
 
     def load_params(piece):
         if not resume or piece not in resume:
-            raise RuntimeError(f"unit {unit.uid}: no parameters passed to resume from piece {piece}")
+            raise RuntimeError(f"unit {unit.uid}: no arrays passed for piece {piece}")
         return resume[piece]
 
     def work():
         try:
-            execute_unit(ctx, unit, set(done), lambda p, df, params: q.put((p, df, params)), load_params)
+            kind.run_unit(ctx, unit, set(done), lambda p, df, params: q.put((p, df, params)), load_params)
         except BaseException as e:  # noqa: BLE001 -- handed to the generator, re-raised there
             q.put(e)
         else:
@@ -305,60 +330,55 @@ class RayEngine:
         return True
 
     # -- engine interface --
-    def run(self, ctx, units: Sequence, store, on_runs: Callable[[int], None] | None = None) -> None:
-        """Run one sweep's units (the engine interface shared with the local engine)."""
-        from phaseprobe.sweep.driver import SweepJob
-
-        self.run_cells([SweepJob(spec=ctx.spec, store=store, units=list(units), dataset=ctx.dataset, ctx=ctx)], on_runs)
-
-    def run_cells(self, jobs: Sequence, on_runs: Callable[[int], None] | None = None) -> None:
-        """Run the units of several sweeps (the cells of a spec grid) as one stream of tasks.
-
-        Each job has ``spec``, ``dataset``, ``units`` and ``store``.
-        """
-        if not jobs or not any(j.units for j in jobs):
-            raise EngineError("grid: the spec has no work (empty alpha grid, no seeds or no cells); give alphas and seeds")
+    def run_units(self, work: Sequence, on_work: Callable[[int], None] | None = None) -> None:
+        """Run ``work``, a list of ``(job, units)`` of any experiment kind, as one stream of
+        tasks (the engine interface shared with the local engine)."""
+        if not any(units for _, units in work):
+            return
         ray = _ray()
         owns = self._connect()
         try:
-            self._stream(ray, jobs, on_runs)
+            self._stream(ray, work, on_work)
         finally:
             if owns:
                 ray.shutdown()
 
-    def _submit_all(self, ray, jobs):
+    def _submit_all(self, ray, work):
+        from phaseprobe.experiment import resume_point
+
         task = ray.remote(unit_task).options(
             num_cpus=self.cpus_per_task, max_retries=self.max_retries, num_returns="streaming",
             runtime_env=self.runtime_env, name="phaseprobe-unit",
         )
         data_refs: dict[int, list] = {}
         pending: dict = {}
-        for job in jobs:
-            done = job.store.done_pieces()
-            todo = [u for u in job.units if any(p not in done for p in u.pieces)]
+        for job, units in work:
+            done = job.store.done_pieces(job.kind.needs_params)
+            todo = [u for u in units if resume_point(u, done) < len(list(u.pieces))]
             if not todo:
                 continue
+            if job.dataset is None:
+                job.context()
             key = id(job.dataset)
             if key not in data_refs:
                 data_refs[key] = [dataset_fingerprint(job.dataset), ray.put(job.dataset)]
             spec_dict = job.spec.model_dump()
             for u in todo:
-                unit_done = tuple(p for p in u.pieces if p in done)
-                resume = None
-                if u.kind == "chain":
-                    start = 0
-                    while start < len(u.steps) and u.steps[start][2] in done:
-                        start += 1
+                pieces = list(u.pieces)
+                unit_done = tuple(p for p in pieces if p in done)
+                resume = {p: job.store.load_params(p) for p in getattr(u, "needs", ())}
+                if getattr(u, "chain", False):
+                    start = resume_point(u, done)
                     if start > 0:
-                        prev = u.steps[start - 1][2]
-                        resume = {prev: job.store.load_params(prev)}
-                gen = task.remote(spec_dict, data_refs[key], u, unit_done, resume, self.trace_dir)
+                        prev = pieces[start - 1]
+                        resume[prev] = job.store.load_params(prev)
+                gen = task.remote(job.kind.name, spec_dict, data_refs[key], u, unit_done, resume or None, self.trace_dir)
                 pending[gen] = (job, u, set())  # pieces written from this task in this run
                 self.stats["tasks"] += 1
         return pending
 
-    def _stream(self, ray, jobs, on_runs):
-        pending = self._submit_all(ray, jobs)
+    def _stream(self, ray, work, on_work):
+        pending = self._submit_all(ray, work)
         failures: list[str] = []
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -380,8 +400,8 @@ class RayEngine:
                 job.store.write_piece(piece, df, params)
                 written.add(piece)
                 self.stats["written"] += 1
-                if on_runs:
-                    on_runs(unit.n_runs if unit.kind == "cold" else len(unit.seeds))
+                if on_work:
+                    on_work(int(unit.runs_per_piece))
         if failures:
             raise RuntimeError(f"{len(failures)} unit(s) failed after {self.max_retries} retries "
                                f"(finished pieces are in the store; rerun the same command to resume): " + "; ".join(failures))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from phaseprobe.store.run_store import atomic_write_text
+
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}pre{background:#f7f7f7;padding:0.7em;font-size:12px;overflow:auto}
@@ -30,7 +32,7 @@ def add_section(run_dir: str | Path, key: str, title: str, text: str = "", figur
         "tables": {k: v.to_dict(orient="split") for k, v in (tables or {}).items()},
     }
     p = run_dir / f"report_{key}.json"
-    p.write_text(json.dumps(sec, default=str))
+    atomic_write_text(p, json.dumps(sec, default=str))
     write_report(run_dir)
     return p
 
@@ -77,5 +79,5 @@ def write_report(run_dir: str | Path) -> Path:
         parts.append("<h2>Spec</h2><pre>" + html.escape(json.dumps(meta.get("spec", {}), indent=2, default=str)) + "</pre>")
     parts.append("</body></html>")
     out = run_dir / "report.html"
-    out.write_text("\n".join(parts))
+    atomic_write_text(out, "\n".join(parts))
     return out

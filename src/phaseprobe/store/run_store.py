@@ -179,8 +179,9 @@ class RunStore:
         if parts_done == 0:
             return f"new run in {self.root} ({parts_total} trainings planned)" if parts_total else f"new run in {self.root}"
         remain = parts_total - parts_done
-        return (f"resuming {self.root}: {parts_done} of {parts_total} trainings already stored, {remain} to run"
-                if remain else f"{self.root} is complete ({parts_total} trainings stored); analysing it again")
+        return (f"resuming: {parts_done}/{parts_total} trainings already in the store of {self.root}, {remain} to run"
+                if remain else f"resuming: {parts_done}/{parts_total} trainings already in the store of {self.root}; "
+                "nothing to run, analysing it again")
 
     # ---- pieces ----------------------------------------------------------------------------
     def _rec_path(self, piece: str) -> Path:

@@ -1,69 +1,59 @@
 """``run_sweep``: spec -> data + model -> engine runs the units -> store -> records.
 
-:func:`prepare_sweep` does everything before compute (checks, data, model, run folder, the
-plan of units, what is already done) and returns a :class:`SweepJob`; :func:`run_sweep` hands
-the job to an engine. A spec grid (:mod:`phaseprobe.engine.grid`) prepares one job per cell and
-hands them all to the engine at once.
+A thin layer over the experiment pipeline (:mod:`phaseprobe.experiment`), kept for its Python
+signature: :func:`prepare_sweep` does everything before compute (checks, data, model, run folder,
+the plan, what is already done); :func:`run_sweep` runs the job on an engine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from phaseprobe.store import RunStore
-from phaseprobe.sweep.run import SweepContext, plan_units
+from phaseprobe.experiment import Job, prepare, run_jobs
+from phaseprobe.sweep.kind import SWEEP
 from phaseprobe.sweep.spec import SweepSpec
 
 
-@dataclass
-class SweepJob:
-    """One sweep ready to run: spec, dataset, units, run store; ``ctx`` built on demand."""
+class _Callbacks:
+    """The progress interface of :func:`phaseprobe.experiment.run_jobs` over two callbacks."""
 
-    spec: SweepSpec
-    store: RunStore
-    units: list
-    dataset: object = None
-    ctx: SweepContext | None = None
-    total: int = 0
-    already: int = 0
+    def __init__(self, on_runs=None, on_plan=None):
+        self.on_runs, self.on_plan = on_runs, on_plan
 
-    def context(self) -> SweepContext:
-        if self.ctx is None:
-            self.ctx = SweepContext(self.spec, dataset=self.dataset)
-            self.dataset = self.ctx.dataset
-        return self.ctx
+    def phase(self, name, total, done=0, unit="runs"):
+        if self.on_plan:
+            self.on_plan(total, done)
+        return self
 
-    def release(self) -> None:
-        """Drop the context (device copy of the data, compiled programs); the dataset stays."""
-        self.ctx = None
+    def advance(self, n=1):
+        if self.on_runs:
+            self.on_runs(n)
+
+    def finish(self):
+        pass
+
+    def message(self, text):
+        pass
 
 
-def prepare_sweep(spec: SweepSpec, out: str | Path, dataset=None, ctx: SweepContext | None = None) -> SweepJob:
+def prepare_sweep(spec: SweepSpec, out: str | Path, dataset=None, ctx=None, lock: bool = True) -> Job:
     """Check ``spec``, load its data, build the model, open the run folder, plan the units.
 
     Everything that can fail on bad input fails here, before the first training step.
+
+    **Arguments:**
+
+    - `spec`: a validated :class:`~phaseprobe.sweep.spec.SweepSpec`.
+    - `out`: the run folder.
+    - `dataset`, `ctx`: an already-loaded dataset / built context to reuse.
+    - `lock`: take the folder's writer lock.
+
+    **Returns:** a :class:`phaseprobe.experiment.Job`.
     """
-    spec.check()
-    store = RunStore(out)
-    ctx = ctx or SweepContext(spec, dataset=dataset)  # loads data, builds the model: errors before compute
-    store.init(spec.model_dump(), spec.hash(), kind="sweep")
-    units = plan_units(spec)
-    done = store.done_pieces()
-    total = sum(u.n_runs for u in units)
-    already = 0
-    for u in units:
-        if u.kind == "cold":
-            already += u.n_runs if u.uid in done else 0
-        else:  # a chain resumes after its longest finished prefix; later pieces are redone
-            prefix = 0
-            while prefix < len(u.steps) and u.steps[prefix][2] in done:
-                prefix += 1
-            already += len(u.seeds) * prefix
-    return SweepJob(spec=spec, store=store, units=units, dataset=ctx.dataset, ctx=ctx, total=total, already=already)
+    return prepare(SWEEP, spec, out, dataset=dataset, ctx=ctx, lock=lock)
 
 
 def run_sweep(
@@ -73,18 +63,32 @@ def run_sweep(
     on_runs: Callable[[int], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
     dataset=None,
+    progress=None,
+    banner: str | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) ``spec`` into the run folder ``out`` and return all its records.
 
-    ``on_plan(total_runs, runs_already_done)`` is called once before compute; ``on_runs(n)``
-    after every finished piece. Everything that can be checked (spec, data, model, folder) is
-    checked before the first training step.
-    """
-    from phaseprobe.engine import get_engine
+    **Arguments:**
 
+    - `spec`: the sweep spec.
+    - `out`: the run folder (rerun with the same spec to resume).
+    - `engine`: where the units run (``phaseprobe.engine.get_engine``; default this process).
+    - `on_plan`: ``on_plan(total_runs, runs_already_done)``, once before compute.
+    - `on_runs`: ``on_runs(n)`` after every finished piece.
+    - `dataset`: a loaded dataset to reuse.
+    - `progress`: a :class:`phaseprobe.progress.ProgressReporter` (instead of the callbacks).
+    - `banner`: a line for ``progress`` once every check has passed (before compute).
+
+    **Returns:** every record of the run folder (one pandas frame).
+    """
     job = prepare_sweep(spec, out, dataset=dataset)
-    if on_plan:
-        on_plan(job.total, job.already)
-    engine = engine or get_engine("local")
-    engine.run(job.ctx, job.units, job.store, on_runs=on_runs)
+    try:
+        prog = progress if progress is not None else _Callbacks(on_runs, on_plan)
+        if progress is not None:
+            if banner:
+                progress.message(banner)
+            progress.message(job.store.resume_summary(job))
+        run_jobs([job], engine=engine, progress=prog)
+    finally:
+        job.store.unlock()
     return job.store.load_records()

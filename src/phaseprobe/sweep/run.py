@@ -49,6 +49,15 @@ class Unit:
         return [p for _, _, p in self.steps]
 
     @property
+    def chain(self) -> bool:
+        """Each piece starts from the previous piece's parameters (a continuation chain)."""
+        return self.kind == "chain"
+
+    @property
+    def runs_per_piece(self) -> int:
+        return len(self.seeds)
+
+    @property
     def n_runs(self) -> int:
         if self.kind == "cold":
             return len(self.seeds)
@@ -123,12 +132,27 @@ class SweepContext:
         leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
         return {f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)}
 
+    def arrays_to_opt_state(self, arrays: dict[str, np.ndarray], model, alpha: float):
+        """The optimiser state stored with a piece (``o000``, ``o001``, ...) for ``model``'s members."""
+        k = int(jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))[0].shape[0])
+        like = self.trainer.init_opt_state(eqx.filter(model, eqx.is_inexact_array),
+                                           jnp.full((k,), self.config.lr, jnp.float32), jnp.full((k,), alpha, jnp.float32))
+        leaves, treedef = jax.tree_util.tree_flatten(like)
+        if f"o{len(leaves) - 1:03d}" not in arrays:
+            return None  # an older piece without it: the optimiser restarts
+        return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[f"o{i:03d}"]) for i in range(len(leaves))])
+
     def arrays_to_model(self, arrays: dict[str, np.ndarray], n_members: int):
         skel = self.members(list(range(n_members)))
         params, static = eqx.partition(skel, eqx.is_inexact_array)
         leaves, treedef = jax.tree_util.tree_flatten(params)
         new = [jnp.asarray(arrays[f"p{i:03d}"]) for i in range(len(leaves))]
         return eqx.combine(jax.tree_util.tree_unflatten(treedef, new), static)
+
+
+def opt_state_to_arrays(opt_state) -> dict[str, np.ndarray]:
+    """An optimiser state's leaves as ``o000``, ``o001``, ... (stored with a chain's piece)."""
+    return {f"o{i:03d}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(opt_state))}
 
 
 def init_key(seed: int):
@@ -139,13 +163,51 @@ def shuffle_key(seed: int, step: int):
     return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1), int(step))
 
 
+# stop_reason of a chain member's steps after its first divergence (its rows carry no measurement)
+NOT_RUN = "not run (diverged earlier)"
+# the per-member flag stored with a chain's piece parameters: the member has diverged, its chain stopped
+CHAIN_STOPPED_KEY = "chain_stopped"
+# observables of a record that must be finite for the member to be usable
+_MEASURED = ("train_error", "test_error", "loss", "w_sq", "penalty_sq", "grad_norm", "grad_norm_E",
+             "last_epoch_error", "window_change", "train_acc", "test_acc")
+
+
+def _where_members(mask, new, old, k: int | None = None):
+    """Member-wise select on stacked pytrees: member m from ``new`` where ``mask[m]``, else from ``old``.
+
+    Models: their inexact arrays; other pytrees (an optimiser state): leaves whose leading axis is
+    the ``k`` members (other leaves are taken from ``old``).
+    """
+    m = jnp.asarray(np.asarray(mask, bool))
+
+    def sel(a, b):
+        if not hasattr(b, "shape") or b.ndim == 0 or (k is not None and b.shape[0] != k):
+            return b
+        return jnp.where(m.reshape((-1,) + (1,) * (b.ndim - 1)), a, b)
+
+    if k is None:
+        pn, static = eqx.partition(new, eqx.is_inexact_array)
+        po, _ = eqx.partition(old, eqx.is_inexact_array)
+        return eqx.combine(jax.tree_util.tree_map(sel, pn, po), static)
+    return jax.tree_util.tree_map(sel, new, old)
+
+
 def _rows(ctx: SweepContext, result, branch: str, alpha_idx: Sequence[int], seeds: Sequence[int],
-          step_index: int, elapsed: float) -> pd.DataFrame:
-    """One row per (member, record) of a finished training."""
+          step_index: int, elapsed: float, not_run: Sequence[bool] | None = None) -> pd.DataFrame:
+    """One row per (member, record) of a finished training.
+
+    ``converged`` is the one convergence criterion: the full-batch gradient norm of the regularised
+    loss (``grad_norm``) below ``spec.converged_grad_tol`` (recorded as ``converged_tol``) at that
+    record, and the member has not diverged; ``stop_reason`` (what ended the training) is separate.
+    A member is ``diverged`` when the trainer flagged it or its record is not finite. Members in
+    ``not_run`` (a chain member after its divergence) get ``stop_reason = NOT_RUN``,
+    ``diverged = True``, ``converged = False`` and NaN for every measurement.
+    """
     spec = ctx.spec
     st = result.state
     best = np.asarray(st.best)
-    reason = np.asarray(st.reason)
+    tol = float(spec.converged_grad_tol)
+    skip = np.zeros(len(seeds), bool) if not_run is None else np.asarray(not_run, bool)
     rows = []
     n_rec = len(result.records)
     for r_i, rec in enumerate(result.records):
@@ -184,11 +246,15 @@ def _rows(ctx: SweepContext, result, branch: str, alpha_idx: Sequence[int], seed
                 # predictor has precision 0.5 on its class
                 p_min = max(spec.learned_class_acc, 1.0 / len(cp) + 0.1)
                 row["n_classes_learned"] = int(np.sum((ca >= spec.learned_class_acc) & (cp >= p_min)))
-            row["converged"] = bool(
-                final and not row["diverged"] and (
-                    STOP_NAMES[int(reason[m])] in ("patience", "grad_tol") or row["grad_norm"] < spec.converged_grad_tol
-                )
-            )
+            if skip[m]:
+                for c in row:
+                    if c in _MEASURED or c.startswith(("class_acc_", "class_prec_")) or c == "n_classes_learned":
+                        row[c] = np.nan
+                row.update(epoch=0, step=0, diverged=True, stop_reason=NOT_RUN)
+            elif not all(np.isfinite(row[c]) for c in ("loss", "w_sq", "grad_norm")):
+                row["diverged"] = True  # a record that overflowed is a divergence, flagged or not
+            row["converged_tol"] = tol
+            row["converged"] = bool(not row["diverged"] and row["grad_norm"] < tol)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -235,23 +301,44 @@ def execute_unit(
         start += 1
     if start == len(unit.steps):
         return
+    stopped = np.zeros(k, bool)  # members whose chain stopped at a divergence
     if start == 0:
         model = ctx.members(unit.seeds)
     else:
         if load_params is None:
             raise RuntimeError("resuming a chain needs load_params")
-        model = ctx.arrays_to_model(load_params(unit.steps[start - 1][2]), k)
-    opt_state = None
+        arrays = load_params(unit.steps[start - 1][2])
+        model = ctx.arrays_to_model(arrays, k)
+        stopped = np.asarray(arrays.get(CHAIN_STOPPED_KEY, stopped), bool).copy()
+        # a carried optimiser state was stored with the piece: resume it (bit-identical)
+        opt_state = None if spec.fresh_opt else ctx.arrays_to_opt_state(arrays, model, ctx.alphas[unit.steps[start - 1][1]])
+    if start == 0:
+        opt_state = None
+    fresh = None
     for s_i in range(start, len(unit.steps)):
         branch, ai, piece = unit.steps[s_i]
         t0 = time.perf_counter()
         alpha = jnp.full((k,), ctx.alphas[ai], jnp.float32)
         keys = jnp.stack([shuffle_key(s, s_i) for s in unit.seeds])
-        res = tr.train(model, alpha, key=keys, opt_state=None if spec.fresh_opt else opt_state,
-                       record_at=_record_at(spec))
-        model = res.model
+        start_model, start_opt = model, None if spec.fresh_opt else opt_state
+        if stopped.any():
+            # a member whose chain stopped never trains from its diverged (non-finite or overflowing)
+            # weights: the ensemble trains as one program, so it runs from its fresh initialisation
+            # and a fresh optimiser state, and its results are discarded (rows marked not run)
+            fresh = ctx.members(unit.seeds) if fresh is None else fresh
+            start_model = _where_members(stopped, fresh, model)
+            if start_opt is not None:
+                start_opt = _where_members(stopped, jax.tree_util.tree_map(jnp.zeros_like, start_opt), start_opt, k)
+        res = tr.train(start_model, alpha, key=keys, opt_state=start_opt, record_at=_record_at(spec))
+        model = _where_members(stopped, model, res.model) if stopped.any() else res.model  # a stopped member keeps its weights
         opt_state = res.state.opt_state
-        df = _rows(ctx, res, branch, [ai] * k, unit.seeds, s_i, time.perf_counter() - t0)
-        emit(piece, df, ctx.params_to_arrays(model))
+        df = _rows(ctx, res, branch, [ai] * k, unit.seeds, s_i, time.perf_counter() - t0, not_run=stopped)
+        # the chain of a member stops at its first divergence: its later steps are not run
+        stopped = stopped | df["diverged"].to_numpy(bool)[-k:]  # the final record's rows, in member order
+        arrays = ctx.params_to_arrays(model)
+        arrays[CHAIN_STOPPED_KEY] = stopped.copy()
+        if not spec.fresh_opt:
+            arrays.update(opt_state_to_arrays(opt_state))
+        emit(piece, df, arrays)
         if on_runs:
             on_runs(k)
