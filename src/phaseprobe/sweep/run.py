@@ -28,6 +28,7 @@ import pandas as pd
 
 from phaseprobe import __version__, conventions
 from phaseprobe.models import build_model, init_members
+from phaseprobe.store.arrays import arrays_to_model, arrays_to_tree, model_to_arrays, tree_to_arrays
 from phaseprobe.sweep.spec import SweepSpec
 from phaseprobe.train import STOP_NAMES, TrainConfig, Trainer
 
@@ -129,30 +130,22 @@ class SweepContext:
         return init_members(self.make_one, keys)
 
     def params_to_arrays(self, model) -> dict[str, np.ndarray]:
-        leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
-        return {f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)}
+        return model_to_arrays(model)
 
     def arrays_to_opt_state(self, arrays: dict[str, np.ndarray], model, alpha: float):
         """The optimiser state stored with a piece (``o000``, ``o001``, ...) for ``model``'s members."""
         k = int(jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))[0].shape[0])
         like = self.trainer.init_opt_state(eqx.filter(model, eqx.is_inexact_array),
                                            jnp.full((k,), self.config.lr, jnp.float32), jnp.full((k,), alpha, jnp.float32))
-        leaves, treedef = jax.tree_util.tree_flatten(like)
-        if f"o{len(leaves) - 1:03d}" not in arrays:
-            return None  # an older piece without it: the optimiser restarts
-        return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[f"o{i:03d}"]) for i in range(len(leaves))])
+        return arrays_to_tree(arrays, like, prefix="o")  # None for an older piece without it
 
     def arrays_to_model(self, arrays: dict[str, np.ndarray], n_members: int):
-        skel = self.members(list(range(n_members)))
-        params, static = eqx.partition(skel, eqx.is_inexact_array)
-        leaves, treedef = jax.tree_util.tree_flatten(params)
-        new = [jnp.asarray(arrays[f"p{i:03d}"]) for i in range(len(leaves))]
-        return eqx.combine(jax.tree_util.tree_unflatten(treedef, new), static)
+        return arrays_to_model(arrays, self.members(list(range(n_members))))
 
 
 def opt_state_to_arrays(opt_state) -> dict[str, np.ndarray]:
     """An optimiser state's leaves as ``o000``, ``o001``, ... (stored with a chain's piece)."""
-    return {f"o{i:03d}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(opt_state))}
+    return tree_to_arrays(opt_state, prefix="o")
 
 
 def init_key(seed: int):
