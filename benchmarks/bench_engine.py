@@ -47,6 +47,7 @@ def _spec(args, chunk: int):
 
 def _timed_sweeps(engine, args, chunk: int, tmp: Path, tag: str, ctx=None) -> tuple[float, list[float]]:
     """(warm-up seconds, [seconds of each measured sweep]) for one engine and chunk size."""
+    from phaseprobe.experiment import run_jobs
     from phaseprobe.sweep.driver import prepare_sweep
 
     spec = _spec(args, chunk)
@@ -56,7 +57,8 @@ def _timed_sweeps(engine, args, chunk: int, tmp: Path, tag: str, ctx=None) -> tu
         job = prepare_sweep(spec, tmp / f"{tag}-c{chunk}-{i}-{time.monotonic_ns()}", ctx=ctx)
         ctx = job.ctx
         t0 = time.perf_counter()
-        engine.run(job.ctx, job.units, job.store)
+        run_jobs([job], engine=engine)
+        job.store.unlock()
         dt = time.perf_counter() - t0
         if warm is None:
             warm = dt
@@ -112,7 +114,8 @@ def _rounds(args, chunks, tmp, env, record) -> None:
     import ray
 
     from phaseprobe.engine.local import LocalEngine
-    from phaseprobe.engine.ray_engine import LocalCluster, RayEngine
+    from phaseprobe.engine.cluster import LocalCluster
+    from phaseprobe.engine.ray_engine import RayEngine
 
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", flush=True)

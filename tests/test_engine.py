@@ -30,7 +30,8 @@ from phaseprobe.sweep.spec import DEFAULT_SPEC, make_spec
 
 ray = pytest.importorskip("ray")
 
-from phaseprobe.engine.ray_engine import EngineError, LocalCluster, RayEngine, parse_address, probe_address  # noqa: E402
+from phaseprobe.engine.cluster import LocalCluster  # noqa: E402
+from phaseprobe.engine.ray_engine import EngineError, RayEngine, parse_address, probe_address  # noqa: E402
 
 KEY = ["branch", "alpha_index", "seed", "record_epoch"]
 NOT_NUMBERS = {"seconds"}  # wall time of a piece: the only column allowed to differ

@@ -26,9 +26,7 @@ import hashlib
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
