@@ -20,6 +20,7 @@ import pytest
 from phaseprobe.errors import PhaseprobeError
 from phaseprobe.sweep.analysis import (
     CONTINUOUS,
+    FIRST_JUMP,
     FIRST_ORDER,
     crossing,
     detect_events,
@@ -104,7 +105,7 @@ def test_step_with_loop_is_first_order_with_spinodals_area_and_maxwell():
     assert t.alpha_c == pytest.approx(np.sqrt(a[i_up - 1] * a[i_up]), rel=1e-9)
     assert t.spinodal_up == pytest.approx(np.sqrt(a[i_up - 1] * a[i_up]), rel=1e-9)
     assert t.spinodal_down == pytest.approx(np.sqrt(a[i_dn - 1] * a[i_dn]), rel=1e-9)
-    assert t.jump == pytest.approx(-0.8, abs=0.02) and t.seeds_agree == 1.0
+    assert t.jump == pytest.approx(-0.8, abs=0.02) and t.seeds_agree == 3 and t.n_seeds == 3  # seeds, a count
     # Maxwell point: crossing of the constructed losses, interpolated linearly in log alpha
     j = np.searchsorted(a, a_max) - 1
     f0, f1 = L1[j] - L0[j], L1[j + 1] - L0[j + 1]
@@ -150,7 +151,7 @@ def test_wsq_ramp_to_zero_is_continuous_and_step_to_zero_first_order():
     acc = np.full(31, 0.5)
     (tr,) = find_transitions(_records(a, {"cold": (acc, np.ones(31), ramp)}), "w_sq", n_boot=10)
     (ts,) = find_transitions(_records(a, {"cold": (acc, np.ones(31), step)}), "w_sq", n_boot=10)
-    assert tr.order == CONTINUOUS and ts.order == FIRST_ORDER
+    assert tr.order == CONTINUOUS and ts.order == FIRST_JUMP  # a cold sweep measures no loop
     assert tr.alpha_c == pytest.approx(np.sqrt(a[19] * a[20]))  # the order parameter vanishes there
     assert ts.alpha_c == pytest.approx(np.sqrt(a[19] * a[20]))
 
@@ -162,7 +163,7 @@ def test_wsq_jitter_in_the_trivial_phase_is_not_a_transition():
     rng = np.random.default_rng(3)
     w = np.where(a < a[12], 15.0 * (1 - a), 1e-5 * 4.0 ** rng.uniform(-1, 1, 31))
     (t,) = find_transitions(_records(a, {"cold": (np.full(31, 0.5), np.ones(31), w)}), "w_sq", n_boot=10)
-    assert t.order == FIRST_ORDER and t.alpha_c == pytest.approx(np.sqrt(a[11] * a[12]))
+    assert t.order == FIRST_JUMP and t.alpha_c == pytest.approx(np.sqrt(a[11] * a[12]))  # cold: no loop measured
 
 
 def test_hysteresis_area_and_crossing_closed_form():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from phaseprobe.store.run_store import save_figure
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -37,7 +38,9 @@ def _curves(df, col):
         a, v, _ = branch_table(df, b, col)
         # the user-facing strength of every alpha on the grid
         d = df[(df["branch"] == b) & df["final"]].groupby("alpha")["strength"].first().reindex(a).to_numpy()
-        out[b] = (d, np.nanmean(v, axis=0), np.nanstd(v, axis=0), v)
+        with warnings.catch_warnings():  # a strength where every seed diverged has no mean (a gap)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[b] = (d, np.nanmean(v, axis=0), np.nanstd(v, axis=0), v)
     return out
 
 
@@ -45,7 +48,7 @@ def _mark(ax, transitions, conv, strength_of):
     for t in transitions:
         if t.get("observable") != "test_acc":
             continue
-        ls = "-" if t["order"] == "first" else "--"
+        ls = "-" if str(t["order"]).startswith("first") else "--"
         if t["branch"] in ("cold", "up"):
             ax.axvline(strength_of(t["alpha_c"]), color="k", ls=ls, lw=0.9, alpha=0.6)
             if np.isfinite(t.get("alpha_lo", np.nan)):
@@ -93,9 +96,10 @@ def plot_sweep(df: pd.DataFrame, transitions: list[dict], out: str | Path, title
     _mark(ax, transitions, conv, strength_of)
     ax.grid(alpha=0.3)
     _strength_axis(ax, d)
-    fig.text(0.01, 0.005, "black solid: first-order transition (dashed: continuous/other), grey band: bootstrap interval over seeds;\n"
-             "green dotted: Maxwell point (equal regularised loss on both branches); shading: +-1 std over seeds", fontsize=7.5)
-    fig.tight_layout(rect=(0, 0.035, 1, 1))
+    fig.text(0.01, 0.005, "black solid: most seeds jump at one grid step, first (loop) or first (jump) (dashed: continuous, jump-no-loop,\n"
+             "undetermined); grey band: grid cell of the jump widened by a bootstrap over seeds; green dotted: Maxwell point (equal\n"
+             "regularised loss on both branches); shading: +-1 std over seeds; diverged trainings are left out of every curve", fontsize=7.5)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     out = Path(out)
     save_figure(fig, out, dpi=130)
     plt.close(fig)

@@ -2,44 +2,89 @@
 
 Definitions (all on the *final* record of every (branch, alpha, seed) training):
 
-* **Curve.** For a branch and an observable (test accuracy, or ||w||^2 scaled to [0, 1] by its
-  largest value), the seed-mean over the alpha grid, in the branch's direction of travel.
-* **Within-phase spread** ``sigma``: 1.4826 x the median absolute deviation of the curve's
+* **Usable record.** A final record that did not diverge: ``diverged`` is False and its
+  ``stop_reason`` is not ``"not run (diverged earlier)"`` (a chain member's steps after its first
+  divergence, see :mod:`phaseprobe.sweep.run`). Diverged and not-run records are excluded from
+  every mean, from detection and from plateaus, and counted (``diverged``, ``not_run`` columns
+  and the ``notes``). A grid point where no seed of a branch is usable is left out of that branch.
+* **Partial runs.** Each branch is analysed on the strengths it has (an interrupted loop has a
+  shorter down branch); the two branches of a loop are compared where both exist. Every such
+  gap is a line of ``notes``.
+* **Curve.** For a branch and an observable (test accuracy; or ||w||^2, analysed as
+  ``log10(||w||^2 + floor)`` with the floor four decades below the run's largest ||w||^2), the
+  seed-mean over the alpha grid, in the branch's direction of travel. The seed mean *locates*
+  transitions; their order is judged per seed (below).
+* **Within-phase spread** ``sigma``: 1.4826 x the median absolute deviation of a curve's
   consecutive differences (robust: transitions are rare steps).
 * **Event.** A maximal run of consecutive steps moving the same way, each by more than
   ``max(2 sigma, min_jump / 5)``, whose total change exceeds ``max(min_jump, k sigma)``.
-  ``alpha_c`` is the geometric midpoint of the event's largest single step.
-* **Order.** ``jump_fraction`` = largest single step / total change. An event is *first order*
-  when ``jump_fraction >= 0.6`` (a discontinuity on the grid) and, if a down branch exists,
-  the hysteresis area over the event's window is positive (more than half a grid cell of
-  ``min_jump``; a jump whose branches coincide is labelled ``jump-no-loop``); otherwise
-  *continuous* (spread over several grid steps: a kink where it starts, ``alpha_kink``).
-  ``||w||^2`` is detected in log10 (floored four decades below its largest value) but its jump
-  fraction is read on the linear scale (in log10 an order parameter that vanishes continuously
-  also ends in a steep drop); a jump by decades (log-scale fraction >= 0.6) inside a hysteresis
-  loop of positive area is first order as well (the coexisting branches are the discontinuity).
+  ``alpha_c`` is the geometric midpoint of the seed mean's largest single step; ``alpha_kink``
+  the strength where the event starts. ``jump_fraction`` = the seed mean's largest single step
+  over its total change.
+* **Interval** ``[alpha_lo, alpha_hi]``: always contains the grid cell of the largest step (the
+  two grid points around ``alpha_c``). A bootstrap over seeds (resample seeds, recompute the
+  mean curve, re-detect; a resample detects the transition when it has an event of the same
+  sign overlapping the original event's window widened by one grid step, the largest such
+  event if several) can only widen it: ``alpha_lo`` = min(cell's lower point, 2.5 % quantile of
+  the resamples' cell lower points), ``alpha_hi`` likewise with the 97.5 % quantile of their upper
+  points. ``detect_fraction``: the fraction of resamples that detect it (resamples that detect
+  nothing are counted, never dropped). With one seed the interval is the cell and
+  ``detect_fraction`` is NaN.
+* **Per-seed order.** Each seed's own curve (its own ``sigma``) is searched for an event of the
+  same sign overlapping the transition's window (widened by one grid step). The seed *jumps*
+  when that event's largest single step is at least 0.6 of its total change (a discontinuity on
+  the grid, larger than the seed's within-phase noise by construction of an event); it *ramps*
+  when the event is spread over several steps; it shows *nothing* when it has no such event.
+  For ||w||^2 the fraction is read on the linear scale (in log10 a continuously vanishing order
+  parameter also ends in a steep drop); a jump by decades (log-scale fraction >= 0.6) inside a
+  measured hysteresis loop counts as a jump. Columns: ``first_seeds`` (seeds that jump),
+  ``continuous_seeds`` (seeds that ramp), ``n_seeds`` (seeds with usable data on both sides of
+  the step), ``seed_jump_fraction`` (median of the seeds' fractions), ``order_seeds`` (e.g.
+  "first in 3/3 seeds").
+* **Order label** (``order``): when more than half of ``n_seeds`` jump, ``"first (loop)"`` if both
+  branches (up and down) were measured and differ around it (hysteresis area over the loop
+  larger than half a grid cell of ``min_jump``), ``"jump-no-loop"`` if both were measured and
+  coincide, ``"first (jump)"`` if no loop was measured (a cold or one-way sweep); when more than
+  half ramp, ``"continuous"``; otherwise ``"undetermined"``.
+* **Seed agreement** ``seeds_agree``: the largest number of seeds whose jumps (the largest step of
+  each seed's curve in the transition's direction, inside its window) lie within one grid step of
+  each other -- no per-seed noise threshold.
 * **Spinodals.** Where each branch of a loop jumps: the up branch's event (upper spinodal) and
-  the down branch's opposite event nearest to it (lower spinodal).
-* **Maxwell point.** Where the two branches' regularised losses ``L = E + alpha ||w||^2`` cross
-  between the spinodals (interpolated in log alpha): which phase is the global minimum.
-  Distinct from the spinodals; it does not depend on the optimiser's ability to escape.
-* **Hysteresis area.** ``int |acc_up - acc_down| d(log10 alpha)`` over the grid (trapezoid).
-* **Interval.** A bootstrap over seeds (resample seeds, recompute the mean curve, re-detect,
-  take the event nearest the original): the 2.5-97.5 % range of ``alpha_c``.
-* **Plateaus.** The stretches between events; each has a level (mean accuracy) and the classes
-  it has learned: seed- and alpha-mean per-class test recall >= the spec's threshold AND
-  precision >= max(threshold, 1/C + 0.1) (a trivial model predicting one class everywhere has
-  recall 1 on it and precision 1/C -- 0.5 with two classes).
+  the down branch's opposite event nearest to it (lower spinodal; NaN when the down branch
+  never comes back inside the grid).
+* **Maxwell point.** One per transition, whatever the observable: where the seed-mean
+  regularised losses ``L = E + alpha ||w||^2`` of the two branches cross (interpolated in log
+  alpha), on the grid points where both branches exist. Only crossings between points where the
+  losses differ significantly (``|L_up - L_down| > max(3 standard errors over seeds, 1e-3 x the
+  typical |L|)``, at most two insignificant points between them) count; such points form
+  *loop regions*, each with at most one Maxwell point (its most pronounced crossing), shared by
+  every transition whose grid cell touches the region. Distinct from the spinodals; it does
+  not depend on the optimiser's ability to escape.
+* **Hysteresis area.** ``int |up - down| d(log10 alpha)`` over the loop (trapezoid, where both
+  branches exist).
+* **Plateaus.** The stretches between events; each has a level (mean accuracy over usable
+  records), the classes it has learned (seed- and alpha-mean per-class test recall >= the
+  spec's threshold AND precision >= max(threshold, 1/C + 0.1): a trivial model predicting one
+  class everywhere has recall 1 on it and precision 1/C), the range of the per-record class
+  counts (``n_classes_learned``, e.g. "9-10": integers, never a mean), and the diverged
+  trainings in its stretch.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
-FIRST_ORDER, CONTINUOUS, JUMP_NO_LOOP = "first", "continuous", "jump-no-loop"
+FIRST_LOOP = "first (loop)"  # jumps per seed, inside a measured hysteresis loop
+FIRST_JUMP = "first (jump)"  # jumps per seed; no loop was measured (cold or one-way sweep)
+JUMP_NO_LOOP = "jump-no-loop"  # jumps per seed; both branches measured and they coincide
+CONTINUOUS = "continuous"  # spread over several grid steps in most seeds
+UNDETERMINED = "undetermined"  # no majority of seeds either way
+FIRST_ORDER = FIRST_LOOP  # first order shown by a hysteresis loop
+NOT_RUN = "not run (diverged earlier)"  # stop_reason of a chain member's steps after its divergence
 
 
 @dataclass
@@ -97,11 +142,36 @@ def _final(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["final"]] if "final" in df.columns else df
 
 
-def branch_table(df: pd.DataFrame, branch: str, col: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(alphas ascending, values [seed, alpha], seeds) of one branch's final records."""
+def excluded(df: pd.DataFrame) -> pd.Series:
+    """Rows that are not usable: diverged, or not run because their chain member diverged earlier."""
+    out = pd.Series(False, index=df.index)
+    if "diverged" in df.columns:
+        out |= df["diverged"].fillna(False).astype(bool)
+    if "stop_reason" in df.columns:
+        out |= df["stop_reason"].astype(str) == NOT_RUN
+    return out
+
+
+def _nanmean(a: np.ndarray, axis=0) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=axis)
+
+
+def branch_table(df: pd.DataFrame, branch: str, col: str, alphas: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(alphas ascending, values [seed, alpha], seeds) of one branch's final records.
+
+    Diverged and not-run records are NaN. ``alphas`` (optional) reindexes the columns onto that
+    grid (NaN where the branch has no record).
+    """
     d = _final(df)
     d = d[d["branch"] == branch]
-    piv = d.pivot_table(index="seed", columns="alpha", values=col, aggfunc="mean").sort_index(axis=1)
+    v = d[col].astype(float).where(~excluded(d))
+    piv = pd.DataFrame({"seed": d["seed"].to_numpy(), "alpha": d["alpha"].to_numpy(float), "v": v.to_numpy()})
+    piv = piv.groupby(["seed", "alpha"])["v"].mean().unstack("alpha").sort_index(axis=1)
+    if alphas is not None:
+        piv = piv.reindex(columns=np.asarray(alphas, float))
     return piv.columns.to_numpy(float), piv.to_numpy(float), list(piv.index)
 
 
@@ -151,15 +221,23 @@ class Transition:
     observable: str
     branch: str
     alpha_c: float
-    alpha_lo: float
+    alpha_lo: float  # interval: contains the grid cell of the largest step, widened by the seed bootstrap
     alpha_hi: float
-    order: str
+    order: str  # FIRST_LOOP, FIRST_JUMP, JUMP_NO_LOOP, CONTINUOUS or UNDETERMINED
     jump: float
-    jump_fraction: float
+    jump_fraction: float  # of the seed-mean curve
     alpha_kink: float
     level_before: float
     level_after: float
-    seeds_agree: float  # fraction of seeds whose own curve has an event within one grid step
+    seeds_agree: int  # largest number of seeds whose jumps lie within one grid step of each other
+    n_seeds: int = 0  # seeds with usable data on both sides of the step
+    first_seeds: int = 0  # seeds whose own curve jumps (at one grid step)
+    continuous_seeds: int = 0  # seeds whose own curve ramps over several steps
+    order_seeds: str = ""  # e.g. "first in 3/3 seeds"
+    seed_jump_fraction: float = float("nan")  # median over the seeds with an event
+    detect_fraction: float = float("nan")  # fraction of seed-bootstrap resamples that detect it
+    diverged: int = 0  # diverged trainings of this branch (excluded)
+    not_run: int = 0  # trainings of this branch not run after a divergence (excluded)
     spinodal_up: float = float("nan")
     spinodal_down: float = float("nan")
     maxwell: float = float("nan")
@@ -176,22 +254,162 @@ def _events_for(alphas_asc: np.ndarray, mean_asc: np.ndarray, branch: str, min_j
     return order, ev
 
 
-def _bootstrap(alphas, vals, branch, ref_alpha, min_jump, k_sigma, n_boot, rng, sigma=None):
+def _matching(ev: list[Event], sign: float, w0: int, w1: int) -> Event | None:
+    """The largest event of ``sign`` overlapping the travel-order window [w0, w1]."""
+    hits = [e for e in ev if np.sign(e.total) == sign and e.i0 <= w1 and e.i1 >= w0]
+    return max(hits, key=lambda e: abs(e.total)) if hits else None
+
+
+def _bootstrap(alphas, vals, order, sign, w0, w1, min_jump, k_sigma, n_boot, rng):
+    """Cell bounds (lo, hi) of every resample that detects the event, and the number of resamples."""
     n_seeds = vals.shape[0]
-    if n_seeds < 2:
-        return float("nan"), float("nan")
-    out = []
+    lows, highs = [], []
+    if n_seeds < 2 or n_boot <= 0:
+        return lows, highs, 0
     for _ in range(n_boot):
         pick = rng.integers(0, n_seeds, n_seeds)
-        m = np.nanmean(vals[pick], axis=0)
-        order, ev = _events_for(alphas, m, branch, min_jump, k_sigma, sigma)
-        if not ev:
+        m = _nanmean(vals[pick])[order]
+        e = _matching(detect_events(m, min_jump, k_sigma), sign, w0, w1)
+        if e is None:
             continue
-        cs = [_alpha_mid(alphas, order[e.i_max], order[e.i_max + 1]) for e in ev]
-        out.append(min(cs, key=lambda c: abs(np.log(c) - np.log(ref_alpha)) if c > 0 and ref_alpha > 0 else abs(c - ref_alpha)))
-    if not out:
-        return float("nan"), float("nan")
-    return float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))
+        a, b = alphas[order[e.i_max]], alphas[order[e.i_max + 1]]
+        lows.append(min(a, b))
+        highs.append(max(a, b))
+    return lows, highs, n_boot
+
+
+@dataclass
+class _SeedView:
+    kind: str  # "jump", "ramp", "none" or "" (no usable data around the step)
+    pos: int | None  # travel-order position of the left point of the seed's largest step in the window
+    jf: float = float("nan")  # jump fraction (linear scale for ||w||^2)
+    jf_log: float = float("nan")  # jump fraction in the detection scale
+
+
+def _seed_view(y, y_lin, sign, e: Event, w0, w1, min_jump, k_sigma) -> _SeedView:
+    """One seed's curve (travel order, detection scale ``y`` and linear scale ``y_lin``) at event ``e``."""
+    ok = np.flatnonzero(np.isfinite(y))
+    if not ((ok <= e.i_max) & (ok >= w0)).any() or not ((ok >= e.i_max + 1) & (ok <= w1)).any():
+        return _SeedView("", None)
+    # the seed's largest step in the event's direction inside the window (holes skipped)
+    inside = ok[(ok >= w0) & (ok <= w1)]
+    steps = np.diff(y[inside]) * sign
+    pos = int(inside[int(np.argmax(steps))]) if steps.size else None
+    # the seed's own event, with its own noise (holes skipped: positions map back to the grid)
+    ev = detect_events(y[ok], min_jump, k_sigma)
+    for x in ev:
+        x.i0, x.i1, x.i_max = int(ok[x.i0]), int(ok[x.i1]), x.i_max  # i_max stays compressed (below)
+    hit = _matching(ev, sign, w0, w1)
+    if hit is None:
+        return _SeedView("none", pos)
+    seg = y_lin[ok][np.searchsorted(ok, hit.i0): np.searchsorted(ok, hit.i1) + 1]
+    if y_lin is y:
+        jf = hit.jump_fraction
+    else:
+        jf = float(np.nanmax(np.abs(np.diff(seg))) / max(abs(seg[-1] - seg[0]), 1e-12)) if seg.size > 1 else 1.0
+    return _SeedView("jump" if jf >= 0.6 else "ramp", pos, jf, hit.jump_fraction)
+
+
+def _agree(positions: list[int]) -> int:
+    """Largest number of positions within one grid step of each other."""
+    if not positions:
+        return 0
+    p = np.asarray(positions)
+    return int(max(np.sum((p >= k) & (p <= k + 1)) for k in np.unique(p)))
+
+
+def _order_label(views: list[_SeedView], loop: bool | None, with_log_jumps: bool = False) -> tuple[str, int, int, int, str]:
+    """(order, first_seeds, continuous_seeds, n_seeds, order_seeds). ``loop``: None = no loop measured."""
+    have = [v for v in views if v.kind]
+    kinds = [("jump" if (v.kind == "ramp" and with_log_jumps and loop and v.jf_log >= 0.6) else v.kind) for v in have]
+    n = len(have)
+    nj, nr = kinds.count("jump"), kinds.count("ramp")
+    if n and 2 * nj > n:
+        order = FIRST_JUMP if loop is None else (FIRST_LOOP if loop else JUMP_NO_LOOP)
+        text = f"first in {nj}/{n} seeds"
+    elif n and 2 * nr > n:
+        order, text = CONTINUOUS, f"continuous in {nr}/{n} seeds"
+    else:
+        order = UNDETERMINED
+        text = f"{nj} jump, {nr} ramp, {n - nj - nr} none of {n} seeds"
+    return order, nj, nr, n, text
+
+
+def _loss_regions(alphas, l_up, l_dn):
+    """Loop regions of the regularised-loss difference and each region's Maxwell crossing.
+
+    Returns ``[(first_index, last_index, maxwell_alpha or nan)]`` on the ascending grid.
+    """
+    mu, md = _nanmean(l_up), _nanmean(l_dn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        nu, nd = np.sum(np.isfinite(l_up), axis=0), np.sum(np.isfinite(l_dn), axis=0)
+        vu = np.where(nu > 1, np.nanvar(l_up, axis=0, ddof=1) / np.maximum(nu, 1), 0.0)
+        vd = np.where(nd > 1, np.nanvar(l_dn, axis=0, ddof=1) / np.maximum(nd, 1), 0.0)
+    dl = mu - md
+    both = np.isfinite(dl)
+    if not both.any():
+        return []
+    scale = float(np.nanmedian(np.abs(np.r_[mu[both], md[both]])))
+    thr = np.maximum(3.0 * np.sqrt(vu + vd), 1e-3 * max(scale, 1e-12))
+    sig = np.flatnonzero(both & (np.abs(dl) > thr))
+    regions, cur = [], []
+    for i in sig:
+        if cur and (i - cur[-1] > 3 or not both[cur[-1]:i + 1].all()):
+            regions.append(cur)
+            cur = []
+        cur.append(int(i))
+    if cur:
+        regions.append(cur)
+    out = []
+    for r in regions:
+        best, best_size = float("nan"), -1.0
+        for p, q in zip(r[:-1], r[1:]):
+            if np.sign(dl[p]) != np.sign(dl[q]):
+                m = crossing(alphas, dl, p, q)
+                size = abs(dl[q] - dl[p])
+                if m is not None and size > best_size:
+                    best, best_size = m, size
+        out.append((r[0], r[-1], best))
+    return out
+
+
+def _branch_notes(df: pd.DataFrame, branches: list[str], grid: np.ndarray) -> list[str]:
+    d = _final(df)
+    notes = []
+    n_grid = len(grid)
+    for b in branches:
+        sub = d[d["branch"] == b]
+        bad = excluded(sub)
+        n_div = int((sub["diverged"].fillna(False).astype(bool) & ~(sub.get("stop_reason", "") == NOT_RUN)).sum()) \
+            if "diverged" in sub.columns else 0
+        n_nr = int((sub["stop_reason"].astype(str) == NOT_RUN).sum()) if "stop_reason" in sub.columns else 0
+        n_alpha = sub["alpha"].nunique()
+        if n_alpha < n_grid:
+            notes.append(f"{b} branch: {n_alpha} of {n_grid} strengths finished; analysed on what exists")
+        per_a = sub.groupby("alpha")["seed"].nunique()
+        n_seeds = sub["seed"].nunique()
+        short = int((per_a < n_seeds).sum())
+        if short:
+            notes.append(f"{b} branch: {short} strength(s) have fewer than {n_seeds} seeds finished")
+        if n_div or n_nr:
+            txt = f"{b} branch: {n_div} diverged"
+            if n_nr:
+                txt += f", {n_nr} not run after a divergence"
+            notes.append(txt + f" of {len(sub)} trainings (excluded from means, detection and plateaus)")
+        usable = sub[~bad].groupby("alpha").size().reindex(sorted(sub["alpha"].unique()), fill_value=0)
+        gone = int((usable == 0).sum())
+        if gone:
+            notes.append(f"{b} branch: {gone} strength(s) with no usable seed left out")
+    return notes
+
+
+def _counts(df: pd.DataFrame, branch: str) -> tuple[int, int]:
+    d = _final(df)
+    sub = d[d["branch"] == branch]
+    nr = (sub["stop_reason"].astype(str) == NOT_RUN) if "stop_reason" in sub.columns else pd.Series(False, index=sub.index)
+    div = sub["diverged"].fillna(False).astype(bool) if "diverged" in sub.columns else pd.Series(False, index=sub.index)
+    return int((div & ~nr).sum()), int(nr.sum())
 
 
 def find_transitions(
@@ -201,122 +419,150 @@ def find_transitions(
     k_sigma: float = 5.0,
     n_boot: int = 200,
     seed: int = 0,
+    notes: list[str] | None = None,
 ) -> list[Transition]:
     """Transitions of ``observable`` ("test_acc", "train_acc" or "w_sq") on every branch present.
 
-    ``w_sq`` is analysed as ``log10(||w||^2 + 1e-6)`` (jumps and levels in decades; default
-    ``min_jump`` 0.5 decade); accuracies in absolute units (default ``min_jump`` 0.05).
+    **Arguments:**
 
-    For a loop run, each up-branch transition is paired with the nearest opposite down-branch
-    event: spinodals, Maxwell point and hysteresis area are filled in, and the order uses them.
+    - `df`: a sweep's records (the store's frame; only final records are read).
+    - `observable`: the column to analyse. ``w_sq`` is analysed as ``log10(||w||^2 + floor)`` (jumps
+      and levels in decades; default ``min_jump`` 0.5 decade); accuracies in absolute units
+      (default ``min_jump`` 0.05).
+    - `k_sigma`: an event's total change must exceed ``k_sigma`` within-phase spreads.
+    - `n_boot`: seed-bootstrap resamples for the interval and ``detect_fraction``.
+    - `seed`: the bootstrap's random seed.
+    - `notes`: a list to which lines about partial branches and diverged members are appended.
+
+    **Returns:** a list of :class:`Transition`, definitions in the module docstring. For a loop run
+    each up-branch transition is paired with the nearest opposite down-branch event (spinodals,
+    hysteresis area); Maxwell points come from the regularised losses, one per loop region.
     """
     rng = np.random.default_rng(seed)
-    branches = [b for b in ("cold", "up", "down") if b in set(_final(df)["branch"])]
-    col = observable
-    scale = 1.0
+    fin = _final(df)
+    branches = [b for b in ("cold", "up", "down") if b in set(fin["branch"])]
+    if not branches:
+        return []
     if min_jump is None:
         min_jump = 0.5 if observable == "w_sq" else 0.05
-    tables = {b: branch_table(df, b, col) for b in branches}
-    raw_tables = tables
+    grid = np.sort(fin["alpha"].astype(float).unique())
+    if notes is not None:
+        notes.extend(n for n in _branch_notes(df, branches, grid) if n not in notes)
+    raw = {b: branch_table(df, b, observable, grid)[1] for b in branches}
+    tables = raw
     if observable == "w_sq":  # ||w||^2 spans decades (the trivial phase is ~0): detect in log10
-        # floored four decades below the largest ||w||^2 of the run: the optimiser's jitter around
-        # w = 0 (factors of a few, 1e-6 to 1e-4 of the learned ||w||^2 with Adam) is not a transition
-        top = max([float(np.nanmax(v)) for _, v, _ in tables.values() if np.isfinite(v).any()] + [0.0])
+        # floored four decades below the largest usable ||w||^2 of the run: the optimiser's jitter
+        # around w = 0 (factors of a few, 1e-6 to 1e-4 of the learned ||w||^2 with Adam) is no transition
+        top = max([float(np.nanmax(v)) for v in raw.values() if np.isfinite(v).any()] + [0.0])
         floor = max(1e-4 * top, 1e-12)
-        tables = {b: (a, np.log10(np.maximum(v, 0) + floor), s) for b, (a, v, s) in tables.items()}
-    loss_tables = {b: branch_table(df, b, "loss") for b in branches}
+        tables = {b: np.log10(np.maximum(v, 0) + floor) for b, v in raw.items()}
+    loop_run = "up" in branches and "down" in branches
     found: list[Transition] = []
-    per_branch_events: dict[str, list[tuple[float, Event, np.ndarray]]] = {}
-    log_jump_fraction: dict[int, float] = {}
-    # one noise scale for all seeds' curves of a branch (seed-mean curves are smoother)
+    views: dict[int, list[_SeedView]] = {}
+    cells: dict[int, tuple[int, int]] = {}  # ascending grid indices of each transition's cell
+    events: dict[int, tuple[Event, np.ndarray]] = {}
     for b in branches:
-        alphas, vals, seeds = tables[b]
-        vals = vals / scale
-        mean = np.nanmean(vals, axis=0)
+        vals_full = tables[b]
+        keep = np.isfinite(vals_full).any(axis=0)  # grid points with a usable seed on this branch
+        alphas, vals, lin = grid[keep], vals_full[:, keep], raw[b][:, keep]
+        idx_full = np.flatnonzero(keep)
+        if alphas.size < 2:
+            continue
+        mean = _nanmean(vals)
         order, ev = _events_for(alphas, mean, b, min_jump, k_sigma)
-        per_branch_events[b] = []
+        n_div, n_nr = _counts(df, b)
         for e in ev:
             i, j = order[e.i_max], order[e.i_max + 1]
-            ac = _alpha_mid(alphas, i, j)
-            kink = float(alphas[order[e.i0]])
-            lo, hi = _bootstrap(alphas, vals, b, ac, min_jump, k_sigma, n_boot, rng)
-            # seeds agreeing: their own curve has an event of the same sign whose largest step is within one grid step
-            agree = 0
+            sign = float(np.sign(e.total))
+            w0, w1 = max(e.i0 - 1, 0), min(e.i1 + 1, len(order) - 1)
+            cell_lo, cell_hi = sorted((float(alphas[i]), float(alphas[j])))
+            lows, highs, nb = _bootstrap(alphas, vals, order, sign, w0, w1, min_jump, k_sigma, n_boot, rng)
+            lo = min([cell_lo] + ([float(np.percentile(lows, 2.5))] if lows else []))
+            hi = max([cell_hi] + ([float(np.percentile(highs, 97.5))] if highs else []))
+            sv = []
             for s in range(vals.shape[0]):
-                o2, ev2 = _events_for(alphas, vals[s], b, min_jump, k_sigma)
-                if any(np.sign(x.total) == np.sign(e.total) and abs(o2[x.i_max] - i) <= 1 for x in ev2):
-                    agree += 1
+                y = vals[s][order]  # detection scale; ||w||^2's order is read on the linear scale
+                sv.append(_seed_view(y, lin[s][order] if observable == "w_sq" else y, sign, e, w0, w1, min_jump, k_sigma))
             seq = mean[order]
             before = float(np.nanmean(seq[max(0, e.i0 - 2): e.i0 + 1]))
             after = float(np.nanmean(seq[e.i1: e.i1 + 3]))
             jf = e.jump_fraction
             if observable == "w_sq":
-                # log10 makes every approach to ||w||^2 = 0 look steep (a continuous order parameter
-                # vanishing at alpha_c has log -> -inf): the order is read on the linear scale, as the
-                # largest linear step over the event's linear change (a loop can still make a log-scale
-                # jump first order below)
-                lin = np.nanmean(raw_tables[b][1], axis=0)[order][e.i0:e.i1 + 1]
-                jf = float(np.nanmax(np.abs(np.diff(lin))) / max(abs(lin[-1] - lin[0]), 1e-12))
-            order_kind = FIRST_ORDER if jf >= 0.6 else CONTINUOUS
+                # the seed mean's order-parameter fraction on the linear scale (see the module docstring)
+                linm = _nanmean(lin)[order][e.i0:e.i1 + 1]
+                jf = float(np.nanmax(np.abs(np.diff(linm))) / max(abs(linm[-1] - linm[0]), 1e-12))
+            order_kind, nj, nr, ns, text = _order_label(sv, None if not loop_run else True)
+            fracs = [v.jf for v in sv if np.isfinite(v.jf)]
             t = Transition(
-                observable=observable, branch=b, alpha_c=ac, alpha_lo=lo, alpha_hi=hi, order=order_kind,
-                jump=float(e.total * scale), jump_fraction=jf, alpha_kink=kink,
-                level_before=before * scale, level_after=after * scale, seeds_agree=agree / max(vals.shape[0], 1),
+                observable=observable, branch=b, alpha_c=_alpha_mid(alphas, i, j), alpha_lo=lo, alpha_hi=hi,
+                order=order_kind, jump=float(e.total), jump_fraction=jf, alpha_kink=float(alphas[order[e.i0]]),
+                level_before=before, level_after=after,
+                seeds_agree=_agree([v.pos for v in sv if v.kind and v.pos is not None]),
+                n_seeds=ns, first_seeds=nj, continuous_seeds=nr, order_seeds=text,
+                seed_jump_fraction=float(np.median(fracs)) if fracs else float("nan"),
+                detect_fraction=(len(lows) / nb) if nb else float("nan"), diverged=n_div, not_run=n_nr,
             )
-            per_branch_events[b].append((ac, e, order))
-            log_jump_fraction[id(t)] = e.jump_fraction
+            views[id(t)] = sv
+            cells[id(t)] = (int(idx_full[min(i, j)]), int(idx_full[max(i, j)]))
+            events[id(t)] = (e, order)
             found.append(t)
-    # pair up with down for loops
-    if "up" in tables and "down" in tables:
-        alphas, up_vals, _ = tables["up"]
-        _, dn_vals, _ = tables["down"]
-        up_m = np.nanmean(up_vals, axis=0)
-        dn_m = np.nanmean(dn_vals, axis=0)
-        _, l_up, _ = loss_tables["up"]
-        _, l_dn, _ = loss_tables["down"]
-        dl = np.nanmean(l_up, axis=0) - np.nanmean(l_dn, axis=0)
-        downs = [t for t in found if t.branch == "down"]
-        for t in found:
-            if t.branch != "up":
-                continue
-            d = None
-            cands = [d for d in downs if np.sign(d.jump) == -np.sign(t.jump)]
-            t.spinodal_up = t.alpha_c
-            if cands:
-                d = min(cands, key=lambda d: abs(np.log(d.alpha_c) - np.log(t.alpha_c)))
-                t.spinodal_down = d.alpha_c
-                a_lo, a_hi = sorted([t.alpha_c, d.alpha_c])
-            else:
-                # the down branch never comes back inside the grid: the lower spinodal lies below
-                # the grid's start (spinodal_down stays NaN); the loop spans the grid up to the upper
-                # spinodal, whichever way the observable moves (the down branch always returns lower)
-                d = None
-                a_lo, a_hi = float(alphas[0]), t.alpha_c
-            lo_i = int(np.searchsorted(alphas, a_lo) - 1)
-            hi_i = int(np.searchsorted(alphas, a_hi))
-            lo_i, hi_i = max(lo_i, 0), min(hi_i, len(alphas) - 1)
-            area = hysteresis_area(alphas, up_m, dn_m, lo_i, hi_i) * scale
-            t.hysteresis_area = area
-            # the Maxwell point is sought only where the two branches are in different phases, strictly
-            # between the spinodals (outside, both sit in one phase and their loss difference is noise)
-            c_lo = int(np.searchsorted(alphas, a_lo)) if d is not None else 0
-            c_hi = int(np.searchsorted(alphas, a_hi)) - 1
-            m = crossing(alphas, dl, c_lo, c_hi) if c_hi > c_lo else None
-            t.maxwell = float("nan") if m is None else m
-            if d is not None:
-                d.hysteresis_area = area
-                d.spinodal_up, d.spinodal_down = t.alpha_c, d.alpha_c
-                d.maxwell = t.maxwell
-            dlog = float(np.median(np.diff(np.log10(alphas[alphas > 0])))) if np.sum(alphas > 0) > 1 else 1.0
-            loop = area > 0.5 * min_jump * scale * dlog
-            if observable == "w_sq" and t.order == CONTINUOUS and loop and log_jump_fraction[id(t)] >= 0.6:
-                # a jump by decades with a hysteresis loop around it: the branches coexist, first order
-                # (on the linear scale the learned phase's own steep decline can hide the jump)
-                t.order = FIRST_ORDER
-                if d is not None and d.order == CONTINUOUS and log_jump_fraction[id(d)] >= 0.6:
-                    d.order = FIRST_ORDER
-            if t.order == FIRST_ORDER and not loop:
-                t.order = JUMP_NO_LOOP  # a discontinuity on the grid, but the branches agree
+    if not loop_run:
+        return found
+    # ---- a loop: spinodals, hysteresis area, loop-aware order, Maxwell points ----------------
+    up_m, dn_m = _nanmean(tables["up"]), _nanmean(tables["down"])
+    regions = _loss_regions(grid, branch_table(df, "up", "loss", grid)[1], branch_table(df, "down", "loss", grid)[1])
+    dlog = float(np.median(np.diff(np.log10(grid[grid > 0])))) if np.sum(grid > 0) > 1 else 1.0
+    loop_thr = 0.5 * min_jump * dlog
+    downs = [t for t in found if t.branch == "down"]
+    paired: set[int] = set()
+
+    def area_between(a_lo, a_hi):
+        lo_i = max(int(np.searchsorted(grid, a_lo) - 1), 0)
+        hi_i = min(int(np.searchsorted(grid, a_hi)), len(grid) - 1)
+        return hysteresis_area(grid, up_m, dn_m, lo_i, hi_i)
+
+    def maxwell_of(t):
+        c0, c1 = cells[id(t)]
+        for r0, r1, m in regions:
+            if c1 >= r0 and c0 <= r1 + 1:
+                return m
+        return float("nan")
+
+    def relabel(t, loop):
+        t.order, t.first_seeds, t.continuous_seeds, t.n_seeds, t.order_seeds = _order_label(
+            views[id(t)], loop, with_log_jumps=observable == "w_sq")
+
+    for t in found:
+        if t.branch != "up":
+            continue
+        cands = [d for d in downs if np.sign(d.jump) == -np.sign(t.jump)]
+        t.spinodal_up = t.alpha_c
+        d = min(cands, key=lambda d: abs(np.log(d.alpha_c) - np.log(t.alpha_c))) if cands else None
+        if d is not None:
+            t.spinodal_down = d.alpha_c
+            area = area_between(*sorted([t.alpha_c, d.alpha_c]))
+        else:
+            # the down branch never comes back inside the grid: the lower spinodal lies below the
+            # grid's start (spinodal_down stays NaN); the loop spans the grid up to the upper spinodal
+            area = area_between(float(grid[0]), t.alpha_c)
+        t.hysteresis_area = area
+        t.maxwell = maxwell_of(t)
+        loop = area > loop_thr
+        relabel(t, loop)
+        if d is not None:
+            paired.add(id(d))
+            d.hysteresis_area, d.spinodal_up, d.spinodal_down = area, t.alpha_c, d.alpha_c
+            d.maxwell = t.maxwell if np.isfinite(t.maxwell) else maxwell_of(d)
+            relabel(d, loop)
+    for d in downs:
+        if id(d) in paired:
+            continue
+        c0, c1 = cells[id(d)]
+        area = hysteresis_area(grid, up_m, dn_m, max(c0 - 1, 0), min(c1 + 1, len(grid) - 1))
+        d.hysteresis_area = area
+        d.spinodal_down = d.alpha_c
+        d.maxwell = maxwell_of(d)
+        relabel(d, area > loop_thr)
     return found
 
 
@@ -330,7 +576,10 @@ class Plateau:
     alpha_from: float
     alpha_to: float
     level: float
-    classes: list[int] = field(default_factory=list)
+    classes: list = field(default_factory=list)
+    n_classes_learned: str = ""  # range of the per-record counts, e.g. "9-10" (integers, never a mean)
+    n_seeds: int = 0
+    diverged: int = 0  # diverged or not-run trainings in the plateau's stretch (excluded)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -338,27 +587,43 @@ class Plateau:
         return d
 
 
+def _int_range(v: pd.Series) -> str:
+    v = v.dropna()
+    if v.empty:
+        return ""
+    lo, hi = int(v.min()), int(v.max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def plateaus(df: pd.DataFrame, transitions: list[Transition], branch: str | None = None,
              learned: float = 0.5, class_names: list | None = None) -> list[Plateau]:
-    """Accuracy plateaus of one branch (default: cold, else up) between its test-accuracy events."""
+    """Accuracy plateaus of one branch (default: cold, else up) between its test-accuracy events.
+
+    **Returns:** a list of :class:`Plateau` (usable records only; diverged ones counted).
+    """
     d = _final(df)
     present = set(d["branch"])
     if branch is None:
         branch = "cold" if "cold" in present else ("up" if "up" in present else "down")
-    alphas, vals, _ = branch_table(df, branch, "test_acc")
+    grid, vals, _ = branch_table(df, branch, "test_acc")
+    has = np.isfinite(vals).any(axis=0)
     cuts = sorted(t.alpha_c for t in transitions if t.branch == branch and t.observable == "test_acc")
-    edges = [alphas[0]] + cuts + [alphas[-1]]
+    edges = [grid[0]] + cuts + [grid[-1]]
     cls_cols = sorted((c for c in d.columns if c.startswith("class_acc_")), key=lambda c: int(c.split("_")[-1]))
     sub = d[d["branch"] == branch]
+    bad = excluded(sub)
+    ok_rows = sub[~bad]
     out = []
     for a0, a1 in zip(edges[:-1], edges[1:]):
-        inside = (alphas >= a0) & (alphas <= a1)
+        span = (grid >= a0) & (grid <= a1)
         if a0 != edges[0]:
-            inside &= alphas > a0
+            span &= grid > a0
+        inside = span & has
         if not inside.any():
             continue
         lvl = float(np.nanmean(vals[:, inside]))
-        rows = sub[(sub["alpha"] >= alphas[inside].min()) & (sub["alpha"] <= alphas[inside].max())]
+        lo_a, hi_a = grid[inside].min(), grid[inside].max()
+        rows = ok_rows[(ok_rows["alpha"] >= lo_a) & (ok_rows["alpha"] <= hi_a)]
         ca = rows[cls_cols].mean().to_numpy() if cls_cols else np.array([])
         prec_cols = [c.replace("class_acc_", "class_prec_") for c in cls_cols]
         cp = rows[prec_cols].mean().to_numpy() if cls_cols and all(c in rows for c in prec_cols) else np.ones_like(ca)
@@ -366,13 +631,24 @@ def plateaus(df: pd.DataFrame, transitions: list[Transition], branch: str | None
         learned_ids = [int(c.split("_")[-1]) for c, v, p in zip(cls_cols, ca, cp) if v >= learned and p >= p_min]
         if class_names is not None:
             learned_ids = [class_names[i] for i in learned_ids]
-        out.append(Plateau(branch, float(alphas[inside].min()), float(alphas[inside].max()), lvl, learned_ids))
+        span_a = grid[span]
+        in_span = (sub["alpha"] >= span_a.min()) & (sub["alpha"] <= span_a.max())
+        out.append(Plateau(
+            branch, float(lo_a), float(hi_a), lvl, learned_ids,
+            n_classes_learned=_int_range(rows["n_classes_learned"]) if "n_classes_learned" in rows else "",
+            n_seeds=int(rows["seed"].nunique()), diverged=int((bad & in_span).sum()),
+        ))
     return out
 
 
 def analyze(df: pd.DataFrame, learned: float = 0.5, class_names: list | None = None, n_boot: int = 200) -> dict:
-    """Everything the report shows: transitions of test accuracy and of ||w||^2, plateaus."""
-    tr_acc = find_transitions(df, "test_acc", n_boot=n_boot) if "test_acc" in df.columns else []
-    tr_w = find_transitions(df, "w_sq", n_boot=n_boot)
-    pl = plateaus(df, tr_acc, learned=learned, class_names=class_names) if tr_acc or "test_acc" in df.columns else []
-    return {"transitions": tr_acc + tr_w, "plateaus": pl}
+    """Everything the report shows: transitions of test accuracy and of ||w||^2, plateaus, notes.
+
+    **Returns:** ``{"transitions": [...], "plateaus": [...], "notes": [lines]}``; the notes say
+    which branches are partial and how many trainings diverged or were not run.
+    """
+    notes: list[str] = []
+    tr_acc = find_transitions(df, "test_acc", n_boot=n_boot, notes=notes) if "test_acc" in df.columns else []
+    tr_w = find_transitions(df, "w_sq", n_boot=n_boot, notes=notes)
+    pl = plateaus(df, tr_acc, learned=learned, class_names=class_names) if "test_acc" in df.columns else []
+    return {"transitions": tr_acc + tr_w, "plateaus": pl, "notes": notes}
