@@ -135,22 +135,36 @@ def _out_console() -> Console:
 
 
 def _print_tables(res) -> None:
+    """The run's convergence counts and notes, then its transitions and plateaus (integers stay integers)."""
     from rich.table import Table
 
+    from phaseprobe.sweep.summary import convergence_line
+
+    con = _out_console()
+    if res.get("counts"):
+        con.print(convergence_line(res["counts"]))
+    for n in res.get("notes", []):
+        con.print(f"note: {n}")
     tr = res["transitions"]
-    t = Table(title="transitions")
-    cols = [c for c in ("observable", "branch", "strength_c", "strength_lo", "strength_hi", "order", "jump",
-                        "spinodal_up_strength", "spinodal_down_strength", "maxwell_strength", "hysteresis_area", "seeds_agree") if c in tr.columns]
+    if len(tr) and "seeds_agree" in tr.columns and "n_seeds" in tr.columns:
+        tr = tr.assign(seeds_agree=[f"{a} of {n}" for a, n in zip(tr["seeds_agree"], tr["n_seeds"])])
+    t = Table(title="transitions (order judged per seed; seeds agree = jumps within one grid step of each other)")
+    cols = [c for c in ("observable", "branch", "strength_c", "strength_lo", "strength_hi", "detect_fraction", "order",
+                        "order_seeds", "seeds_agree", "jump", "spinodal_up_strength", "spinodal_down_strength",
+                        "maxwell_strength", "hysteresis_area", "diverged") if c in tr.columns]
+    names = {"detect_fraction": "detected", "order_seeds": "per seed", "seeds_agree": "seeds agree"}
     for c in cols:
-        t.add_column(c.replace("_strength", "").replace("strength_", ""), justify="right")
+        t.add_column(names.get(c, c.replace("_strength", "").replace("strength_", "")), justify="right")
     for row in tr[cols].itertuples(index=False) if len(tr) else []:
         t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    _out_console().print(t)
+    con.print(t)
     pl = res["plateaus"]
     if len(pl):
-        t = Table(title="accuracy plateaus")
-        for c in ("branch", "strength_from", "strength_to", "level", "classes"):
+        t = Table(title="accuracy plateaus (classes learned: range over records, never a mean)")
+        pcols = [c for c in ("branch", "strength_from", "strength_to", "level", "classes", "n_classes_learned", "diverged")
+                 if c in pl.columns]
+        for c in pcols:
             t.add_column(c, justify="right")
-        for row in pl[["branch", "strength_from", "strength_to", "level", "classes"]].itertuples(index=False):
+        for row in pl[pcols].itertuples(index=False):
             t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-        _out_console().print(t)
+        con.print(t)
