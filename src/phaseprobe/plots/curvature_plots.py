@@ -51,7 +51,7 @@ def plot_curvature(geo: pd.DataFrame, records: pd.DataFrame, transitions: list[d
             ax.grid(alpha=0.3)
             for t in transitions:
                 if t["branch"] == b and t.get("observable") == "test_acc":
-                    ax.axvline(t["alpha_c"] * factor, color="k", ls="-" if t["order"] == "first" else "--", lw=1)
+                    ax.axvline(t["alpha_c"] * factor, color="k", ls="-" if str(t["order"]).startswith("first") else "--", lw=1)
             if "test_acc" in fin.columns:
                 ax2 = ax.twinx()
                 acc = fin[fin["branch"] == b].groupby("strength")["test_acc"].mean()
