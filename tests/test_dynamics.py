@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from phaseprobe.dynamics.observe import distance_to_global_min, linear_stats, observe
-from phaseprobe.dynamics.phase import GridSpec, locate_transition, run_grid, width_slopes
+from phaseprobe.dynamics.phase import PhaseGridSpec, locate_transition, run_gamma_width_grid, width_slopes
 from phaseprobe.dynamics.plateaus import analyze_member, certify_saddle, detect_plateaus, loss_function, oracle_escape_times
 from phaseprobe.dynamics.run import IntegrateConfig, dln_ensemble, integrate, stack_weights, with_weights
 from phaseprobe.dynamics.teacher import (
@@ -240,9 +240,9 @@ def test_escape_times_three_layers_grow_like_inverse_sigma(teacher):
 # ---- the lazy regime and the transition ----------------------------------------------------------
 
 def test_lazy_displacement_shrinks_with_width(teacher):
-    spec = GridSpec(gammas=(0.5, 2.0), widths=(16, 64, 256), seeds=(0,), depth=2,
+    spec = PhaseGridSpec(gammas=(0.5, 2.0), widths=(16, 64, 256), seeds=(0,), depth=2,
                     integrate=IntegrateConfig(t_max=40.0, loss_tol=1e-4, distance_every=0))
-    res = run_grid(spec, teacher)
+    res = run_gamma_width_grid(spec, teacher)
     s = res.summary
     assert not s["diverged"].any()
     assert (s["final_excess_loss"] < 1e-3 * 10.5).all()
@@ -330,7 +330,7 @@ def test_trainer_advance_equals_train(teacher):
     ({"gamma": None, "sigma": None}, "gamma"),
 ])
 def test_bad_spec_fails_before_compute_in_one_line(data, field):
-    from phaseprobe.dynamics.experiment import make_spec
+    from phaseprobe.dynamics.spec import make_dln_spec as make_spec
 
     with pytest.raises(PhaseprobeError) as e:
         make_spec(data)
@@ -339,7 +339,7 @@ def test_bad_spec_fails_before_compute_in_one_line(data, field):
 
 
 def test_bad_grid_and_model_inputs():
-    from phaseprobe.dynamics.experiment import make_spec
+    from phaseprobe.dynamics.spec import make_dln_spec as make_spec
 
     with pytest.raises(PhaseprobeError, match=r"^grid.widths: width 2 is below the teacher's rank 4"):
         make_spec({"grid": {"widths": [2, 16]}}, grid=True)

@@ -11,23 +11,27 @@ inputs and a teacher ``y = T x`` that is ``1/2 ||T - W_L...W_1||_F^2``. Time is 
 * :mod:`~phaseprobe.dynamics.run` -- the integrator (fixed or adaptive GD steps through the trainer);
 * :mod:`~phaseprobe.dynamics.plateaus` -- plateaus in log time, escape times, saddle certificates;
 * :mod:`~phaseprobe.dynamics.phase` -- the gamma x width grid, the located transition, escape scaling;
-* :mod:`~phaseprobe.dynamics.experiment` -- the ``phaseprobe dln`` spec, runs and outputs.
+* :mod:`~phaseprobe.dynamics.spec` -- the ``phaseprobe dln`` spec (validated, one-line errors);
+* :mod:`~phaseprobe.dynamics.kind` -- the experiment kinds ``dln`` (one run), ``dln-grid`` (the
+  phase diagram) and ``dln-escape`` (escape times): units, stored pieces, analyses, stored models.
 """
 
 from phaseprobe.dynamics.observe import LinearStats, distance_to_global_min, linear_stats, observe
 from phaseprobe.dynamics.phase import (
-    GridResult,
-    GridSpec,
+    PhaseGridResult,
+    PhaseGridSpec,
     escape_fits,
     escape_scaling,
+    integrate_escape_depth,
+    integrate_width,
     locate_transition,
-    run_grid,
+    order_parameters,
+    run_gamma_width_grid,
     sigma_of,
-    summarize,
     width_slopes,
 )
 from phaseprobe.dynamics.plateaus import (
-    Plateau,
+    LossPlateau,
     analyze_member,
     certify_saddle,
     crossing_time,
@@ -38,6 +42,14 @@ from phaseprobe.dynamics.plateaus import (
     plateau_table,
 )
 from phaseprobe.dynamics.run import DLNRun, IntegrateConfig, dln_ensemble, integrate, stack_weights, with_weights
+from phaseprobe.dynamics.spec import (
+    DEFAULT_DLN_SPEC,
+    DLNEscapeSpec,
+    DLNPhaseGridSpec,
+    DLNSpec,
+    load_dln_file,
+    make_dln_spec,
+)
 from phaseprobe.dynamics.teacher import (
     DynamicsError,
     aligned_init,
@@ -50,10 +62,12 @@ from phaseprobe.dynamics.teacher import (
 )
 
 __all__ = [
-    "DLNRun", "DynamicsError", "GridResult", "GridSpec", "IntegrateConfig", "LinearStats", "Plateau",
+    "DEFAULT_DLN_SPEC", "DLNEscapeSpec", "DLNPhaseGridSpec", "DLNRun", "DLNSpec", "DynamicsError", "IntegrateConfig",
+    "LinearStats", "LossPlateau", "PhaseGridResult", "PhaseGridSpec",
     "aligned_init", "analyze_member", "certify_saddle", "crossing_time", "deep_mode_time", "detect_plateaus",
     "distance_to_global_min", "dln_ensemble", "escape_direction", "escape_fits", "escape_scaling", "integrate",
-    "linear_stats", "locate_transition", "loss_function", "make_teacher", "min_norm_sq", "observe",
-    "oracle_escape_times", "plateau_levels", "plateau_table", "run_grid", "saxe_half_time", "saxe_mode_strength",
-    "sigma_of", "stack_weights", "summarize", "width_slopes", "with_weights",
+    "integrate_escape_depth", "integrate_width", "linear_stats", "load_dln_file", "locate_transition", "loss_function",
+    "make_dln_spec", "make_teacher", "min_norm_sq", "observe", "oracle_escape_times", "order_parameters",
+    "plateau_levels", "plateau_table", "run_gamma_width_grid", "saxe_half_time", "saxe_mode_strength", "sigma_of",
+    "stack_weights", "width_slopes", "with_weights",
 ]

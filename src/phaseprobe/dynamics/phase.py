@@ -2,7 +2,7 @@
 
 Every layer starts i.i.d. ``N(0, w^-gamma)``. Per width, all ``gamma x seed`` combinations are
 the members of ONE ensemble (same shapes) integrated together; a seed fixes the unit-variance
-draws, so across ``gamma`` only the scale changes. Per member (:func:`summarize`):
+draws, so across ``gamma`` only the scale changes. Per member (:func:`order_parameters`):
 
 * ``disp_abs`` = ``||theta_end - theta_0||`` -- THE order parameter: it goes to 0 as the width
   grows in the lazy regime (``gamma < 1``, displacement ``~ w^-(1-gamma)(L-1)/2``) and stays O(1)
@@ -17,6 +17,11 @@ draws, so across ``gamma`` only the scale changes. Per member (:func:`summarize`
 :func:`locate_transition` fits, per ``gamma``, the log-log slope of an order parameter against
 the width, and locates where it crosses zero (interpolated in ``gamma``), for the whole width
 range and for each pair of consecutive widths (to see it move as the width grows).
+
+The grid's pieces (:func:`integrate_width`, :func:`width_order_parameters`; escape times:
+:func:`integrate_escape_depth`, :func:`escape_rows`) are what the ``dln-grid`` and ``dln-escape``
+experiment kinds (:mod:`phaseprobe.dynamics.kind`) run one ensemble at a time;
+:func:`run_gamma_width_grid` and :func:`escape_scaling` compose them in one call.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from phaseprobe.dynamics.teacher import DynamicsError
 
 
 @dataclass(frozen=True)
-class GridSpec:
+class PhaseGridSpec:
     """A ``gamma x width x seed`` grid at one depth on one data set."""
 
     gammas: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
@@ -48,7 +53,7 @@ class GridSpec:
     slope_tol: float = 0.1
     min_decades: float = 0.05
 
-    def validate(self, rank: int | None = None) -> "GridSpec":
+    def validate(self, rank: int | None = None) -> "PhaseGridSpec":
         if len(self.gammas) == 0 or len(self.widths) == 0 or len(self.seeds) == 0:
             raise DynamicsError("grid: gammas, widths and seeds must each list at least one value")
         g = np.asarray(self.gammas, np.float64)
@@ -70,8 +75,18 @@ def sigma_of(gamma: float, width: int) -> float:
     return float(width) ** (-float(gamma) / 2.0)
 
 
-def summarize(run: DLNRun, m: int, *, slope_tol: float = 0.1, min_decades: float = 0.05) -> dict:
-    """Order parameters of member ``m`` (see the module doc)."""
+def order_parameters(run: DLNRun, m: int, *, slope_tol: float = 0.1, min_decades: float = 0.05) -> dict:
+    """Order parameters of member ``m`` of ``run`` (see the module doc).
+
+    **Arguments:**
+
+    - `run`: a :class:`~phaseprobe.dynamics.run.DLNRun` (its records, teacher statistics and
+      per-member divergence flags are read).
+    - `m`: the member.
+    - `slope_tol`, `min_decades`: the plateau criterion.
+
+    **Returns:** a dict (``disp_abs``, ``n_plateaus``, ``t_escape_k``, ...).
+    """
     df = run.member(m)
     stats = run.stats
     lv = stats.levels() - stats.e_min
@@ -108,23 +123,81 @@ def summarize(run: DLNRun, m: int, *, slope_tol: float = 0.1, min_decades: float
 
 
 @dataclass
-class GridResult:
+class PhaseGridResult:
     summary: pd.DataFrame  # one row per (gamma, width, seed)
     records: pd.DataFrame  # every record of every member, with gamma/width/seed columns
-    spec: GridSpec
+    spec: PhaseGridSpec
     seconds: float = 0.0
 
 
-def run_grid(
-    spec: GridSpec,
+def width_members(spec: PhaseGridSpec, width: int) -> list[tuple[float, int, float]]:
+    """The members of the width-``width`` ensemble in order: ``(gamma, seed, sigma)``."""
+    return [(float(g), int(s), sigma_of(g, int(width))) for g in spec.gammas for s in spec.seeds]
+
+
+def integrate_width(spec: PhaseGridSpec, data, width: int, *, stats=None,
+                    progress: Callable[[float, float, int], None] | None = None) -> DLNRun:
+    """Integrate the ``gamma x seed`` ensemble of one width of the grid.
+
+    Seed ``s`` draws its unit-variance weights from ``fold_in(PRNGKey(s), width)``; member order
+    as :func:`width_members`.
+
+    **Arguments:**
+
+    - `spec`: the grid (validated).
+    - `data`: the teacher data set.
+    - `width`: one of ``spec.widths``.
+    - `stats`: :func:`~phaseprobe.dynamics.observe.linear_stats` of ``data`` (computed when omitted).
+    - `progress`: ``progress(t_done, t_max, n_active)`` after every integration chunk.
+
+    **Returns:** the :class:`~phaseprobe.dynamics.run.DLNRun` of the ensemble.
+    """
+    stats = linear_stats(data) if stats is None else stats
+    w = int(width)
+    members = width_members(spec, w)
+    sig = [m[2] for m in members]
+    keys = np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(int(s)), w)) for _, s, _ in members])
+    model = dln_ensemble(stats.in_dim, stats.out_dim, spec.depth, w, sig, keys)
+    return integrate(model, data, spec.integrate, progress=progress, stats=stats)
+
+
+def width_records(spec: PhaseGridSpec, run: DLNRun, width: int) -> pd.DataFrame:
+    """The records of one width's ensemble with ``gamma``, ``seed`` and ``width`` columns."""
+    members = width_members(spec, width)
+    r = run.records.copy()
+    r["gamma"] = [members[i][0] for i in r["member"]]
+    r["seed"] = [members[i][1] for i in r["member"]]
+    r["width"] = int(width)
+    return r
+
+
+def width_order_parameters(spec: PhaseGridSpec, run: DLNRun, width: int) -> list[dict]:
+    """One summary row per member of one width's ensemble (:func:`order_parameters`)."""
+    rows = []
+    for m, (g, s, sg) in enumerate(width_members(spec, width)):
+        row = {"gamma": float(g), "width": int(width), "seed": int(s), "sigma": sg, "depth": spec.depth}
+        row.update(order_parameters(run, m, slope_tol=spec.slope_tol, min_decades=spec.min_decades))
+        rows.append(row)
+    return rows
+
+
+def run_gamma_width_grid(
+    spec: PhaseGridSpec,
     data,
     *,
     progress: Callable[[str, float, float, int], None] | None = None,
     keep_records: bool = True,
-) -> GridResult:
-    """Integrate the whole grid, one ensemble per width; see the module doc.
+) -> PhaseGridResult:
+    """Integrate the whole ``gamma x width x seed`` grid in this process, one ensemble per width.
 
-    ``progress(label, t_done, t_max, n_active)`` is called after every chunk of every width.
+    **Arguments:**
+
+    - `spec`: the grid.
+    - `data`: the teacher data set.
+    - `progress`: ``progress(label, t_done, t_max, n_active)`` after every chunk of every width.
+    - `keep_records`: return every record (else only the summary).
+
+    **Returns:** a :class:`PhaseGridResult` (summary: one row per member, see :func:`order_parameters`).
     """
     stats = linear_stats(data)
     spec = spec.validate(rank=stats.rank)
@@ -132,26 +205,15 @@ def run_grid(
     t0 = time.time()
     for w in spec.widths:
         w = int(w)
-        members = [(g, s) for g in spec.gammas for s in spec.seeds]
-        sig = [sigma_of(g, w) for g, _ in members]
-        keys = np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(int(s)), w)) for _, s in members])
-        model = dln_ensemble(stats.in_dim, stats.out_dim, spec.depth, w, sig, keys)
         cb = None
         if progress is not None:
             cb = lambda td, tm, na, w=w: progress(f"width {w}", td, tm, na)
-        run = integrate(model, data, spec.integrate, progress=cb, stats=stats)
-        for m, (g, s) in enumerate(members):
-            row = {"gamma": float(g), "width": w, "seed": int(s), "sigma": sig[m], "depth": spec.depth}
-            row.update(summarize(run, m, slope_tol=spec.slope_tol, min_decades=spec.min_decades))
-            rows.append(row)
+        run = integrate_width(spec, data, w, stats=stats, progress=cb)
+        rows.extend(width_order_parameters(spec, run, w))
         if keep_records:
-            r = run.records.copy()
-            r["gamma"] = [members[i][0] for i in r["member"]]
-            r["seed"] = [members[i][1] for i in r["member"]]
-            r["width"] = w
-            recs.append(r)
-    return GridResult(summary=pd.DataFrame(rows), records=pd.concat(recs, ignore_index=True) if recs else pd.DataFrame(),
-                      spec=spec, seconds=time.time() - t0)
+            recs.append(width_records(spec, run, w))
+    return PhaseGridResult(summary=pd.DataFrame(rows), records=pd.concat(recs, ignore_index=True) if recs else pd.DataFrame(),
+                           spec=spec, seconds=time.time() - t0)
 
 
 def width_slopes(summary: pd.DataFrame, column: str = "disp_abs") -> pd.DataFrame:
@@ -201,6 +263,51 @@ def locate_transition(summary: pd.DataFrame, column: str = "disp_abs", level: fl
 
 # ---- escape times against the init scale ------------------------------------------------------------
 
+def escape_sigmas(depth: int, sigmas=None) -> list[float]:
+    """The init scales of the escape-time ensemble at ``depth``: ``sigmas`` or the defaults
+    ``10^-2 .. 10^-6`` (depth 2) and ``0.04 / 2^j``, j = 0..4 (depth >= 3)."""
+    if sigmas is None:
+        sigmas = [10.0 ** -e for e in range(2, 7)] if depth == 2 else [0.04 / 2 ** j for j in range(5)]
+    return [float(x) for x in sigmas]
+
+
+def escape_config(depth: int, sigmas) -> IntegrateConfig:
+    """The default integration of the escape-time ensemble: up to ``t = 60`` at depth 2,
+    ``40 / sigma_min^(L-2)`` deeper, converged at ``1e-5`` of the first level."""
+    tmax = 60.0 if depth == 2 else 40.0 / (min(sigmas) ** (depth - 2))
+    return IntegrateConfig(t_max=tmax, loss_tol=1e-5, distance_every=0)
+
+
+def integrate_escape_depth(data, depth: int, *, width: int = 16, sigmas=None, seed: int = 0,
+                           config: IntegrateConfig | None = None, stats=None, progress=None) -> DLNRun:
+    """Integrate the escape-time ensemble of one depth: every sigma of :func:`escape_sigmas`,
+    all from the same unit-variance draw (``PRNGKey(seed)``), so only the scale changes.
+
+    **Returns:** the :class:`~phaseprobe.dynamics.run.DLNRun` (member m has ``escape_sigmas(...)[m]``).
+    """
+    stats = linear_stats(data) if stats is None else stats
+    sig = escape_sigmas(depth, sigmas)
+    cfg = config or escape_config(depth, sig)
+    keys = np.stack([np.asarray(jax.random.PRNGKey(seed))] * len(sig))
+    model = dln_ensemble(stats.in_dim, stats.out_dim, depth, width, sig, keys)
+    return integrate(model, data, cfg, progress=progress, stats=stats)
+
+
+def escape_rows(run: DLNRun, depth: int, width: int, sigmas) -> list[dict]:
+    """One row per (sigma, k) of one depth's ensemble: ``t_escape`` (loss halfway between the
+    rank-(k-1) and rank-k levels) and ``s_k``."""
+    stats = run.stats
+    lv = stats.levels() - stats.e_min
+    rows = []
+    for m, sgm in enumerate(sigmas):
+        df = run.member(m)
+        esc = oracle_escape_times(df["t"].to_numpy(), np.maximum(df["excess_loss"].to_numpy(), 0.0), lv)
+        for k, e in enumerate(esc, start=1):
+            rows.append({"depth": depth, "width": width, "sigma": float(sgm), "k": k, "t_escape": float(e),
+                         "s_k": float(stats.s_eff[k - 1])})
+    return rows
+
+
 def escape_scaling(data, *, depths=(2, 3), width: int = 16, sigmas: dict | None = None, seed: int = 0,
                    config: IntegrateConfig | None = None, progress=None) -> pd.DataFrame:
     """Oracle escape times for a range of init scales, all sigmas of a depth as one ensemble.
@@ -213,23 +320,10 @@ def escape_scaling(data, *, depths=(2, 3), width: int = 16, sigmas: dict | None 
     stats = linear_stats(data)
     rows = []
     for L in depths:
-        sig = None if sigmas is None else sigmas.get(L)
-        if sig is None:
-            sig = [10.0 ** -e for e in range(2, 7)] if L == 2 else [0.04 / 2 ** j for j in range(5)]
-        sig = [float(x) for x in sig]
-        tmax = 60.0 if L == 2 else 40.0 / (min(sig) ** (L - 2))
-        cfg = config or IntegrateConfig(t_max=tmax, loss_tol=1e-5, distance_every=0)
-        keys = np.stack([np.asarray(jax.random.PRNGKey(seed))] * len(sig))
-        model = dln_ensemble(stats.in_dim, stats.out_dim, L, width, sig, keys)
+        sig = escape_sigmas(L, None if sigmas is None else sigmas.get(L))
         cb = None if progress is None else (lambda td, tm, na, L=L: progress(f"depth {L}", td, tm, na))
-        run = integrate(model, data, cfg, progress=cb, stats=stats)
-        lv = stats.levels() - stats.e_min
-        for m, sgm in enumerate(sig):
-            df = run.member(m)
-            esc = oracle_escape_times(df["t"].to_numpy(), np.maximum(df["excess_loss"].to_numpy(), 0.0), lv)
-            for k, e in enumerate(esc, start=1):
-                rows.append({"depth": L, "width": width, "sigma": sgm, "k": k, "t_escape": float(e),
-                             "s_k": float(stats.s_eff[k - 1])})
+        run = integrate_escape_depth(data, L, width=width, sigmas=sig, seed=seed, config=config, stats=stats, progress=cb)
+        rows.extend(escape_rows(run, L, width, sig))
     return pd.DataFrame(rows)
 
 

@@ -50,7 +50,7 @@ from phaseprobe.dynamics.teacher import DynamicsError
 # ---- plateau detection ------------------------------------------------------------------------
 
 @dataclass
-class Plateau:
+class LossPlateau:
     """One plateau of one member's loss curve (times in lr x steps)."""
 
     index: int
@@ -161,7 +161,7 @@ def oracle_escape_times(t, excess_loss, levels_excess) -> np.ndarray:
 def analyze_member(
     run, m: int, *, slope_tol: float = 0.1, min_decades: float = 0.05, certify: bool = False,
     hess_rel_tol: float = 0.1, max_params: int = 3000,
-) -> list[Plateau]:
+) -> list[LossPlateau]:
     """Plateaus of member ``m`` of a :class:`~phaseprobe.dynamics.run.DLNRun`, with their saddle data.
 
     ``certify=True`` runs :func:`certify_saddle` at each plateau's saddle point (needs the run
@@ -178,7 +178,7 @@ def analyze_member(
     t_min = 1.0 / lam0 if lam0 > 0 else 0.0
     ranges = detect_plateaus(t, ex, slope_tol=slope_tol, min_decades=min_decades, floor=floor, t_min=t_min)
     sv = run.sv(m)
-    out: list[Plateau] = []
+    out: list[LossPlateau] = []
     for k, (i, j) in enumerate(ranges):
         seg = slice(i, j + 1)
         g = df["grad_norm"].to_numpy()[seg]
@@ -194,7 +194,7 @@ def analyze_member(
         rank = int(np.round(np.median(df["rank"].to_numpy()[seg])))
         level = float(np.median(df["loss"].to_numpy()[seg]))
         nearest = int(np.argmin(np.abs(lv + stats.e_min - level)))
-        p = Plateau(
+        p = LossPlateau(
             index=k, t_start=float(t[i]), t_end=float(t[j]), level=level, rank=rank,
             stable_rank=float(np.median(df["stable_rank"].to_numpy()[seg])), i_start=i, i_end=j,
             i_saddle=isad, t_saddle=float(t[isad]), grad_norm=float(g.min()),
