@@ -40,6 +40,8 @@ KINDS: dict[str, str] = {
     "sweep": "phaseprobe.sweep.kind:SWEEP",
     "grok": "phaseprobe.grokking.kind:GROK",
     "dln": "phaseprobe.dynamics.kind:DLN",
+    "dln-grid": "phaseprobe.dynamics.kind:DLN_PHASE_GRID",
+    "dln-escape": "phaseprobe.dynamics.kind:DLN_ESCAPE",
     "connect": "phaseprobe.paths.kind:CONNECT",
     "basins": "phaseprobe.paths.kind:BASINS",
 }

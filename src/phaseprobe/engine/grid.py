@@ -75,7 +75,7 @@ def _known_field(name: str, spec_type=None) -> bool:
     head, _, rest = name.partition(".")
     if fields is not None and head not in fields:
         return False
-    if rest and head not in ("data_options", "model_options"):
+    if rest and head not in getattr(spec_type, "nested_fields", ("data_options", "model_options")):
         return False
     return True
 
