@@ -127,7 +127,9 @@ def test_damaged_pieces_of_a_finished_sweep_are_redone_identically(tmp_path, mod
     ref = run_sweep(spec, out)
     st = RunStore(out)
     pieces = sorted(p.stem for p in st.records_dir.glob("*.parquet"))
-    assert len(pieces) == 3 if mode == "up" else len(pieces) == 3  # up: 3 steps; cold: 6 cells / chunk 2
+    # up: one chain of both seeds (chunk 2), one piece per alpha step; cold: 3 alphas x 2 seeds = 6 cells / chunk 2
+    expected = {"up": [f"up-s000-a{i:04d}" for i in range(3)], "cold": [f"cold-c{j:04d}" for j in range(3)]}[mode]
+    assert pieces == expected
     # cut one record file short, and garble the parameters of another piece
     rp = st.records_dir / f"{pieces[1]}.parquet"
     rp.write_bytes(rp.read_bytes()[:100])

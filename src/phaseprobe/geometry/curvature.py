@@ -14,7 +14,11 @@ result carries :data:`SCALE` so it is never compared across conventions.
 Exact: from the dense Hessian (small models). Stochastic: ``tr H`` and ``tr H^2 = E|Hv|^2`` by
 Hutchinson, ``(tr H)^2`` by the unbiased U-statistic over probe pairs, ``g^T H g`` and
 ``g^T H^2 g = |H g|^2`` exactly from one HVP; the estimate is unbiased (linear in unbiased
-pieces) and its standard error is the delete-one jackknife over probes.
+pieces). The estimate is a U-statistic of degree 2 over the probes; its standard error comes
+from the U-statistic's exact variance with sample moments plugged in
+(:func:`~phaseprobe.geometry.lanczos.u_statistic_se`): the delete-one jackknife used before kept
+only the linear term, which vanishes where ``R`` is stationary in the probe mean, so its error
+bars could collapse far below the spread of repeated estimates.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from jax.flatten_util import ravel_pytree
 
 from phaseprobe.geometry.base import as_key, num_params, use_exact
 from phaseprobe.geometry.hessian import exact_hessian, hvp_flat, value_and_flat_grad
-from phaseprobe.geometry.lanczos import jackknife, probe_samples
+from phaseprobe.geometry.lanczos import probe_samples, u_square, u_statistic_se
 
 SCALE = "E = mean over training samples (phaseprobe.conventions); R of the graph {(w, E(w))}"
 
@@ -48,18 +52,26 @@ def curvature_exact(g, H) -> float:
 
 
 def curvature_stochastic(vHv, Hv2, g, Hg) -> tuple[float, float]:
-    """``(R, stderr)`` from per-probe Hutchinson samples and the exact ``g``, ``H g`` (jackknife)."""
+    """``(R, stderr)`` from per-probe Hutchinson samples and the exact ``g``, ``H g``.
+
+    **Arguments:**
+
+    - ``vHv``, ``Hv2``: per-probe ``v^T H v`` and ``|H v|^2`` (at least 2 probes; 3 for the error).
+    - ``g``, ``Hg``: the flat gradient and ``H g``.
+
+    **Returns:** ``(R, stderr)``: the unbiased estimate (``(tr H)^2`` by the U-statistic) and the
+    standard error of its U-statistic variance (:func:`~phaseprobe.geometry.lanczos.u_statistic_se`).
+    """
     g = np.asarray(g, np.float64)
     Hg = np.asarray(Hg, np.float64)
+    a = np.asarray(vHv, np.float64)
+    b = np.asarray(Hv2, np.float64)
     gHg, gH2g, g_sq = float(g @ Hg), float(Hg @ Hg), float(g @ g)
-
-    def stat(a, b):
-        n = a.shape[0]
-        s = a.sum()
-        tr_sq = (s * s - np.sum(a * a)) / (n * (n - 1))
-        return curvature_from_terms(a.mean(), b.mean(), gHg, gH2g, g_sq, tr_sq)
-
-    return jackknife(stat, vHv, Hv2)
+    R = float(curvature_from_terms(a.mean(), b.mean(), gHg, gH2g, g_sq, u_square(a)))
+    w2 = 1.0 + g_sq
+    # R = U(a) / w2 + mean(l) + const with l = -b / w2 - 2 gHg a / w2^2: a degree-2 U-statistic
+    lin = -b / w2 - 2.0 * gHg * a / (w2 * w2)
+    return R, u_statistic_se(a, lin, 1.0 / w2)
 
 
 @dataclass
