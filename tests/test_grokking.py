@@ -12,7 +12,7 @@ import pytest
 from phaseprobe.data.base import DataError
 from phaseprobe.data.modular import OPS, is_prime, load_modular, modular_table
 from phaseprobe.errors import PhaseprobeError, SpecError
-from phaseprobe.grokking import GrokContext, crossing_step, grid_members, grokking_summary, make_grok_spec, run_grid
+from phaseprobe.grokking import GrokContext, crossing_step, grid_members, grokking_summary, make_grok_spec, train_grok_grid
 from phaseprobe.models import build_model, count_params
 from phaseprobe.models.nets import MODELS, ModelError
 
@@ -159,7 +159,7 @@ QUICK = {"setup": "quick", "weight_decays": [0.0, 3.0], "init_scales": [2.0], "s
 def quick_grid():
     spec = make_grok_spec(QUICK)
     ctx = GrokContext(spec)
-    df, params = run_grid(ctx)
+    df, params = train_grok_grid(ctx)
     return spec, ctx, df, params, grokking_summary(df, spec)
 
 
@@ -186,8 +186,8 @@ def test_weight_decay_groks_and_no_weight_decay_memorises(quick_grid):
 def test_grid_is_deterministic_and_members_match_single_builds():
     spec = make_grok_spec({**QUICK, "weight_decays": [0.0, 1.0], "init_scales": [1.0, 3.0], "steps": 40, "n_records": 5})
     ctx = GrokContext(spec)
-    a, pa = run_grid(ctx)
-    b, pb = run_grid(ctx)  # fresh inits from the seeds again (the data split's seeding is tested above)
+    a, pa = train_grok_grid(ctx)
+    b, pb = train_grok_grid(ctx)  # fresh inits from the seeds again (the data split's seeding is tested above)
     cols = ["member", "step", "train_acc", "test_acc", "train_error", "test_error", "w_sq"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
     assert all(np.array_equal(pa["grid-c0000"][k], pb["grid-c0000"][k]) for k in pa["grid-c0000"])
@@ -280,7 +280,7 @@ def test_cli_bad_operation_exits_cleanly():
 def test_example_specs_parse_and_name_their_setup():
     import glob
 
-    from phaseprobe.grokking import DEFAULT_SPEC, SETUPS, load_grok_file
+    from phaseprobe.grokking import DEFAULT_GROK_SPEC, SETUPS, load_grok_file
 
     files = sorted(glob.glob("examples/grok*.toml"))
     assert len(files) >= 4
@@ -288,4 +288,4 @@ def test_example_specs_parse_and_name_their_setup():
         s = make_grok_spec(load_grok_file(f))
         assert s.setup in SETUPS
     default = make_grok_spec(load_grok_file("examples/grok_default.toml"))
-    assert default.hash() == make_grok_spec(DEFAULT_SPEC).hash()  # the file is the embedded default
+    assert default.hash() == make_grok_spec(DEFAULT_GROK_SPEC).hash()  # the file is the embedded default

@@ -8,7 +8,6 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
 
@@ -29,9 +28,17 @@ def _out_console() -> Console:
     return c if c.is_terminal else Console(width=160)
 
 
+def _reporter(out: Path):
+    """Bars in a terminal, a log line at least every 10 s otherwise; every line also in OUT/progress.log."""
+    from phaseprobe.progress import ProgressReporter
+
+    return ProgressReporter(log_path=Path(out) / "progress.log")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(context_settings={"allow_extra_args": True})
     def grok(
+        cli: typer.Context,
         spec_file: Optional[Path] = typer.Option(None, "--spec", help="TOML spec (examples/grok*.toml); flags and --set override it."),
         sets: List[str] = typer.Option([], "--set", help="Override a field: --set steps=20000, --set hysteresis.enabled=false (repeatable)."),
         setup: Optional[str] = typer.Option(None, help="named setup the spec follows: omnigrok, nanda, power, quick"),
@@ -46,7 +53,11 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = typer.Option(None, help="AdamW learning rate"),
         hysteresis: Optional[bool] = typer.Option(None, "--hysteresis/--no-hysteresis", help="run the warm-started weight-decay loop"),
         geometry: Optional[bool] = typer.Option(None, "--geometry/--no-geometry", help="compare plateau and solution geometry"),
-        out: Path = typer.Option(Path("runs/grok"), help="output folder (rerun with the same spec to resume the grid)"),
+        out: Path = typer.Option(Path("runs/grok"), help="run folder (rerun with the same spec to resume)"),
+        engine: str = typer.Option("local", help="local (in-process) or ray"),
+        address: Optional[str] = typer.Option(None, help="Ray address: auto, HOST:PORT, or local (a private Ray instance)"),
+        grid: List[str] = typer.Option([], "--grid", help="Spec grid, one grok run per cell: --grid p=23,47 lr=0.001,0.003 "
+                                       "(space-separated or repeated; list values in brackets: init_scales=[1],[1,2])."),
         no_figures: bool = typer.Option(False, "--no-figures", help="skip figures and the report"),
     ):
         """Grokking on (a op b) mod p: delay vs weight decay and init scale, hysteresis, geometry.
@@ -55,10 +66,13 @@ def register(app: typer.Typer) -> None:
         a 5 x 3 grid of weight decay x init scale in one ensemble, two warm-started weight-decay
         loops and the plateau-vs-solution geometry): a few minutes on two CPU cores.
         """
-        from phaseprobe.grokking import DEFAULT_SPEC, load_grok_file, make_grok_spec, run_grok
-        from phaseprobe.sweep.spec import apply_overrides
+        from phaseprobe.engine import get_engine
+        from phaseprobe.engine.grid import parse_grid
+        from phaseprobe.errors import SpecError
+        from phaseprobe.grokking.spec import DEFAULT_GROK_SPEC, GrokSpec, load_grok_file, make_grok_spec
+        from phaseprobe.specs import apply_overrides
 
-        data = dict(DEFAULT_SPEC) if spec_file is None else load_grok_file(spec_file)
+        data = dict(DEFAULT_GROK_SPEC) if spec_file is None else load_grok_file(spec_file)
         flags = dict(setup=setup, p=p, op=op, train_frac=train_frac, model=model, weight_decays=_floats(wd, "wd"),
                      init_scales=_floats(init_scales, "init_scales"), seeds=seeds, steps=steps, lr=lr)
         data.update({k: v for k, v in flags.items() if v is not None})
@@ -68,71 +82,59 @@ def register(app: typer.Typer) -> None:
             data["geometry"] = {**dict(data.get("geometry", {})), "enabled": geometry}
         data = apply_overrides(data, sets)
         spec = make_grok_spec(data)
+        if cli.args and not grid:
+            raise SpecError(f"grok: unexpected argument(s) '{' '.join(cli.args)}'; grid fields go after --grid, e.g. --grid p=23,47")
+        grid_fields = parse_grid(list(grid) + list(cli.args), GrokSpec) if grid else None
+        eng = get_engine(engine, **({"address": address} if address else {}))
+        if grid_fields is not None:
+            _run_grid_command(data, grid_fields, out, eng, no_figures)
+            return
+        from phaseprobe.experiment import run_experiment
+        from phaseprobe.grokking.kind import GROK
+        from phaseprobe.grokking.run import analyse_grok, print_grok_tables
+
         n = len(spec.weight_decays) * len(spec.init_scales) * len(spec.seed_list())
-        console.print(f"[bold]phaseprobe grok[/bold] {spec.name}: setup {spec.setup}, (a {spec.op} b) mod {spec.p}, "
-                      f"{spec.train_frac:.0%} train, {spec.model}; grid {len(spec.weight_decays)} weight decays x "
-                      f"{len(spec.init_scales)} init scales x {len(spec.seed_list())} seeds = {n} members, {spec.steps} steps -> {out}")
+        banner = (f"[bold]phaseprobe grok[/bold] {spec.name}: setup {spec.setup}, (a {spec.op} b) mod {spec.p}, "
+                  f"{spec.train_frac:.0%} train, {spec.model}; grid {len(spec.weight_decays)} weight decays x "
+                  f"{len(spec.init_scales)} init scales x {len(spec.seed_list())} seeds = {n} members, {spec.steps} steps, "
+                  f"engine {eng.name} -> {out}")
         dev = spec.deviations()
         if dev:
-            console.print("deviations from the setup: " + "; ".join(f"{k} {a} -> {b}" for k, (a, b) in dev.items()))
+            banner += "\ndeviations from the setup: " + "; ".join(f"{k} {a} -> {b}" for k, (a, b) in dev.items())
         t0 = time.perf_counter()
-        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), TaskProgressColumn(),
-                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                      console=console, transient=False) as prog:
-            tasks: dict = {}
-            labels = {"grid": "grid (member-steps)", "hysteresis": "hysteresis (trainings)", "geometry": "geometry"}
-            starts: dict = {}
-
-            def progress(stage, done, total):
-                if stage not in tasks:
-                    tasks[stage] = prog.add_task(labels.get(stage, stage), total=total, rate="")
-                    starts[stage] = (time.perf_counter(), done)
-                t_s, d0 = starts[stage]
-                rate = (done - d0) / max(time.perf_counter() - t_s, 1e-9)
-                unit = "steps/s" if stage == "grid" else "/s"
-                prog.update(tasks[stage], completed=done, total=total, rate=f"{rate:,.1f} {unit}" if done > d0 else "")
-
-            res = run_grok(spec, out, progress=progress, figures=not no_figures)
-        console.print(f"done in {time.perf_counter() - t0:.1f} s ({', '.join(f'{k} {v:.0f} s' for k, v in res.seconds.items())})")
-        _print(res, spec)
+        with _reporter(out) as prog:
+            run_experiment(GROK, spec, out, engine=eng, progress=prog, banner=banner)
+        t1 = time.perf_counter()
+        got = analyse_grok(out, figures=not no_figures)
+        res = got["result"]
+        console.print(f"done in {t1 - t0:.1f} s ({', '.join(f'{k} {v:.0f} s' for k, v in res.seconds.items())} of "
+                      f"training in the store); analysis {time.perf_counter() - t1:.1f} s")
+        print_grok_tables(res, spec, _out_console())
         if not no_figures:
             console.print(f"figures: {', '.join(str(f) for f in res.figures)}; report: {out}/report.html")
 
 
-def _print(res, spec) -> None:
+def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures: bool) -> None:
+    """``--grid``: one grok run per cell under OUT/cells/, one report with a facet per cell."""
     from rich.table import Table
 
-    t = Table(title=f"grokking delay (steps; test >= {spec.test_threshold}, train >= {spec.train_threshold})")
-    for c in ("init scale", "weight decay", "t_train", "t_test", "delay", "final test acc", "final phase"):
-        t.add_column(c, justify="right")
-    s0 = res.summary.groupby(["init_scale", "weight_decay"], as_index=False).agg(
-        phase=("final_phase", lambda v: "/".join(sorted(set(v)))))
-    d = res.delays.merge(s0, on=["init_scale", "weight_decay"])
-    for r in d.itertuples(index=False):
-        f = lambda v: "-" if not (v == v) else f"{v:.0f}"  # noqa: E731  (NaN -> "-")
-        t.add_row(f"{r.init_scale:g}", f"{r.weight_decay:g}", f(r.t_train), f(r.t_test), f(r.delay),
-                  f"{r.final_test_acc:.3f}", r.phase)
-    _out_console().print(t)
-    if res.hysteresis_curves is not None:
-        t = Table(title="warm-started weight-decay sweep (final accuracy at each point)")
-        for c in ("loop", "branch", "weight decay", "train acc", "test acc", "||w||^2", "phase"):
-            t.add_column(c, justify="right")
-        for r in res.hysteresis_curves.itertuples(index=False):
-            t.add_row(r.loop, r.branch, f"{r.weight_decay:.4g}", f"{r.train_acc:.3f}", f"{r.test_acc:.3f}", f"{r.w_sq:.4g}", r.phase)
-        _out_console().print(t)
-        from phaseprobe.grokking.run import fmt_summary
+    from phaseprobe.engine.grid import expand, run_grid, summarize_grid
 
-        _out_console().print("hysteresis: " + fmt_summary(res.hysteresis_summary))
-    if res.geometry is not None:
-        g = res.geometry
-        t = Table(title="geometry: memorising plateau vs generalised solution (L = E + alpha ||w||^2)")
-        tol = float(g["saddle_rel_tol"].max())
-        t.caption = f"saddle index: eigenvalues of H_L below -{tol:.2g} max|lambda| ('>= n': a Lanczos lower bound)"
-        for c in ("point", "wd", "step", "test acc", "saddle index", "lambda_min(H_L)", "lambda_max(H_L)", "R_L", "R_E",
-                  "|grad L|", "method"):
-            t.add_column(c, justify="right")
-        for r in g.itertuples(index=False):
-            t.add_row(r.point, f"{r.weight_decay:g}", str(r.step), f"{r.test_acc:.3f}", r.saddle_index_L_label,
-                      f"{r.lambda_min_L:.3g}", f"{r.lambda_max_L:.3g}", f"{r.R_L:.3g}", f"{r.R_E:.3g}",
-                      f"{r.grad_norm_L:.3g}", r.method)
-        _out_console().print(t)
+    n_cells = len(expand(grid_fields))
+    banner = (f"[bold]phaseprobe grok[/bold] grid of {n_cells} cells ("
+              + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in grid_fields.items()) + f"), engine {eng.name} -> {out}")
+    t0 = time.perf_counter()
+    with _reporter(out) as prog:
+        df = run_grid(data, grid_fields, out, engine=eng, kind="grok", progress=prog, banner=banner)
+    n_final = int((df["final"] == True).sum()) if not df.empty else 0  # noqa: E712 -- geometry rows are not records of a training
+    console.print(f"done in {time.perf_counter() - t0:.1f} s; {n_final} final records in {out}/cells/*/records")
+    res = summarize_grid(out, figures=not no_figures)
+    cells = res["cells"]
+    t = Table(title="cells")
+    for c in cells.columns:
+        t.add_column(str(c), justify="right")
+    for row in cells.itertuples(index=False):
+        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    _out_console().print(t)
+    if not no_figures:
+        console.print(f"report: {out}/report.html (one section per cell); cells: {out}/cells.csv")

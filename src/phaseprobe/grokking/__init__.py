@@ -3,26 +3,29 @@
 * :mod:`~phaseprobe.grokking.spec` -- the spec, named setups (Power et al., Nanda et al.,
   Omnigrok-style, quick) and the embedded default of ``phaseprobe grok``;
 * :mod:`~phaseprobe.grokking.phase` -- the (weight decay x init scale x seed) grid as one
-  ensemble, phases of every record, the grokking delay;
+  ensemble (units of chunks stored in stretches), phases of every record, the grokking delay;
 * :mod:`~phaseprobe.grokking.metastable` -- plateau vs solution geometry, and the warm-started
   weight-decay sweep (hysteresis) with the sweep machinery;
-* :mod:`~phaseprobe.grokking.run` -- :func:`run_grok`: everything into one folder (Parquet,
-  figures, report).
+* :mod:`~phaseprobe.grokking.kind` -- :data:`GROK`, the experiment kind ``phaseprobe grok`` runs
+  (resumable, any engine, ``--grid``);
+* :mod:`~phaseprobe.grokking.run` -- the analysis of a run folder: tables, figures, report.
 """
 
 from phaseprobe.grokking.phase import (
     PHASES,
+    GridUnit,
     GrokContext,
     crossing_step,
     delay_table,
     grid_members,
     grokking_summary,
     phase_label,
-    run_grid,
+    plan_grid_units,
+    train_grok_grid,
 )
-from phaseprobe.grokking.run import GrokResult, run_grok
-from phaseprobe.grokking.spec import DEFAULT_SPEC, SETUPS, GrokSpec, load_grok_file, make_grok_spec
+from phaseprobe.grokking.run import GrokResult, analyse_grok, grok_result, load_grok
+from phaseprobe.grokking.spec import DEFAULT_GROK_SPEC, SETUPS, GrokSpec, load_grok_file, make_grok_spec
 
-__all__ = ["DEFAULT_SPEC", "PHASES", "SETUPS", "GrokContext", "GrokResult", "GrokSpec", "crossing_step",
-           "delay_table", "grid_members", "grokking_summary", "load_grok_file", "make_grok_spec", "phase_label",
-           "run_grid", "run_grok"]
+__all__ = ["DEFAULT_GROK_SPEC", "PHASES", "SETUPS", "GridUnit", "GrokContext", "GrokResult", "GrokSpec", "analyse_grok",
+           "crossing_step", "delay_table", "grid_members", "grok_result", "grokking_summary", "load_grok",
+           "load_grok_file", "make_grok_spec", "phase_label", "plan_grid_units", "train_grok_grid"]

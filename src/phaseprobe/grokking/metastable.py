@@ -10,8 +10,10 @@ norm is reported next to every number), all by :func:`phaseprobe.geometry.analyz
 point is the same member re-trained to the geometric mean of its train-fit and test-fit steps.
 
 **Hysteresis.** A warm-started weight-decay sweep with the sweep machinery's continuation
-(:func:`phaseprobe.sweep.run_sweep`, mode ``loop`` by default): from a fresh init at the
-smallest weight decay up through the grid and back down from where the up branch ended.
+(mode ``loop`` by default): from a fresh init at the smallest weight decay up through the grid
+and back down from where the up branch ended. In a ``grok`` run every loop's chains are units
+of the run (:class:`HysteresisUnit`, the sweep's units under a ``hyst-l<i>-`` prefix, stored
+with the grid); :func:`run_hysteresis` runs the loops alone into sweep run folders.
 :func:`hysteresis_summary` reads where each branch memorises, generalises or collapses, and
 whether the memorising phase comes back on the way down.
 """
@@ -19,15 +21,18 @@ whether the memorising phase comes back on the way down.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from phaseprobe.errors import SpecError
-from phaseprobe.grokking.phase import GrokContext, phase_label, shuffle_key
+from phaseprobe.grokking.phase import GrokContext, grok_shuffle_key, member_of, phase_label
 from phaseprobe.grokking.spec import GrokSpec
 
 
@@ -94,6 +99,66 @@ def run_hysteresis(spec: GrokSpec, out: str | Path, ctx: GrokContext | None = No
     df["weight_decay"] = df["strength"]
     df["phase"] = phase_label(df["train_acc"], df["test_acc"], spec)
     return df
+
+
+@dataclass(frozen=True)
+class HysteresisUnit:
+    """One chain of a hysteresis loop as a unit of a ``grok`` run: the sweep's unit ``inner``,
+    its pieces named ``<prefix><sweep piece>``."""
+
+    loop: str
+    prefix: str
+    inner: Any
+
+    @property
+    def uid(self) -> str:
+        return self.prefix + self.inner.uid
+
+    @property
+    def pieces(self) -> list[str]:
+        return [self.prefix + p for p in self.inner.pieces]
+
+    @property
+    def chain(self) -> bool:
+        return self.inner.chain
+
+    @property
+    def runs_per_piece(self) -> int:
+        return self.inner.runs_per_piece
+
+
+def plan_hysteresis_units(spec: GrokSpec) -> list[HysteresisUnit]:
+    """Every chain of every hysteresis loop (none when the stage is off)."""
+    from phaseprobe.grokking.phase import grid_epochs
+    from phaseprobe.sweep.run import plan_units
+
+    if not spec.hysteresis.enabled:
+        return []
+    spe = grid_epochs(spec)[1]
+    return [HysteresisUnit(label, f"hyst-l{i}-", u)
+            for i, (label, wds) in enumerate(hysteresis_loops(spec))
+            for u in plan_units(hysteresis_sweep_spec(spec, wds, spe, label))]
+
+
+def run_hysteresis_unit(ctx: GrokContext, unit: HysteresisUnit, done: set[str], emit, load_params=None) -> None:
+    """Run one hysteresis chain with the sweep's unit runner; its records get the loop, the
+    weight decay and the phase of every point."""
+    from phaseprobe.sweep.run import execute_unit
+
+    pre = unit.prefix
+
+    def emit_loop(piece, df, arrays):
+        df = df.copy()
+        df.insert(0, "stage", "hysteresis")
+        df["loop"] = unit.loop
+        df["piece"] = pre + piece
+        df["weight_decay"] = df["strength"]
+        df["phase"] = phase_label(df["train_acc"], df["test_acc"], ctx.spec)
+        emit(pre + piece, df, arrays)
+
+    inner_done = {p[len(pre):] for p in done if p.startswith(pre)}
+    execute_unit(ctx.hysteresis[unit.loop], unit.inner, inner_done, emit_loop,
+                 (lambda piece: load_params(pre + piece)) if load_params is not None else None)
 
 
 def hysteresis_curves(df: pd.DataFrame, spec: GrokSpec) -> pd.DataFrame:
@@ -183,17 +248,16 @@ def geometry_points(ctx: GrokContext, summary: pd.DataFrame, grid_params: dict[s
     spe = ctx.trainer.steps_per_epoch
 
     def final_member(m: int):
-        piece = f"grid-c{m // cs:04d}"
-        return ctx.arrays_to_model(grid_params[piece], m % cs)
+        return ctx.stored_model(grid_params[f"grid-c{m // cs:04d}"], m % cs)
 
     m = int(row["member"])
     t_plateau = float(np.sqrt(row["t_train"] * row["t_test"]))
     e_plateau = max(1, int(round(t_plateau / spe)))
     model = ctx.members([int(row["seed"])], [float(row["init_scale"])])
-    res = ctx.trainer.train(model, jnp.asarray([row["alpha"]], jnp.float32), key=jnp.stack([shuffle_key(int(row["seed"]))]),
-                            epochs=e_plateau, record_at=[e_plateau])
+    res = ctx.trainer.train(model, jnp.asarray([row["alpha"]], jnp.float32),
+                            key=jnp.stack([grok_shuffle_key(int(row["seed"]))]), epochs=e_plateau, record_at=[e_plateau])
     rec = res.records[-1]
-    plateau = ctx.arrays_to_model(ctx.params_to_arrays(res.model), 0)
+    plateau = member_of(res.model, 0)
     models = [plateau, final_member(m)]
     rows = [
         {"point": "memorising plateau", "member": m, "weight_decay": row["weight_decay"], "alpha": row["alpha"],
@@ -222,12 +286,19 @@ def compare_geometry(ctx: GrokContext, summary: pd.DataFrame, grid_params: dict[
 
     ``geometry`` (a :class:`~phaseprobe.grokking.spec.GeometrySpec`) defaults to the spec's.
     """
+    g = geometry or ctx.spec.geometry
+    models, table = geometry_points(ctx, summary, grid_params, members, g)
+    return measure_geometry(ctx, models, table, key=key, geometry=g)
+
+
+def measure_geometry(ctx: GrokContext, models: list, table: pd.DataFrame, key: int = 0, geometry=None) -> pd.DataFrame:
+    """``table`` (one row per model, with its ``alpha``) joined with the geometry of ``E`` and
+    ``L_alpha`` at each of ``models`` (see :func:`compare_geometry`)."""
     from phaseprobe.geometry import analyze_minima
 
     from phaseprobe.geometry.base import to_float64, x64
 
     g = geometry or ctx.spec.geometry
-    models, table = geometry_points(ctx, summary, grid_params, members, g)
 
     def run(ms):
         return analyze_minima(ms, ctx.dataset, "ce", alphas=table["alpha"].to_numpy(float), exact=None,
@@ -246,3 +317,75 @@ def compare_geometry(ctx: GrokContext, summary: pd.DataFrame, grid_params: dict[
     for c in ("top_E", "bottom_E", "top_L", "bottom_L"):
         out[c] = out[c].apply(lambda a: [float(v) for v in np.asarray(a).ravel()])
     return out
+
+
+@dataclass(frozen=True)
+class GeometryUnit:
+    """The geometry stage of a ``grok`` run as one unit (planned once the grid is stored).
+
+    ``summary`` is the grid's per-member summary (it names the compared members); ``needs`` the
+    grid pieces holding their final parameters.
+    """
+
+    uid: str
+    needs: tuple[str, ...]
+    summary: pd.DataFrame = field(compare=False, repr=False)
+
+    @property
+    def pieces(self) -> list[str]:
+        return [self.uid]
+
+    @property
+    def chain(self) -> bool:
+        return False
+
+    @property
+    def runs_per_piece(self) -> int:
+        return 1
+
+
+def plan_geometry_units(spec: GrokSpec, store) -> list[GeometryUnit]:
+    """The geometry unit of a run whose grid is in ``store``; none when the stage is off or no
+    member of the chosen cell memorised first and then grokked (the report says so)."""
+    from phaseprobe.grokking.phase import grokking_summary, plan_grid_units
+
+    if not spec.geometry.enabled:
+        return []
+    df = store.load_records()
+    grid = df[df["stage"] == "grid"] if "stage" in df.columns else df.iloc[:0]
+    if grid.empty:
+        return []
+    summary = grokking_summary(grid, spec)
+    try:
+        row = pick_member(summary, spec)
+    except SpecError:
+        return []
+    members = [int(row["member"])]
+    if spec.geometry.include_memoriser:
+        mem = summary[(summary["weight_decay"] == 0.0) & np.isclose(summary["init_scale"], row["init_scale"])
+                      & (summary["seed"] == row["seed"])]
+        members += [int(m) for m in mem["member"][:1]]
+    units = plan_grid_units(spec)
+    needs = tuple(dict.fromkeys(u.pieces[-1] for u in units for m in members if m in u.members))
+    return [GeometryUnit("geometry", needs, summary)]
+
+
+def run_geometry_unit(ctx: GrokContext, unit: GeometryUnit, done: set[str], emit, load_params=None) -> None:
+    """Retrain the plateau point, measure the compared points; emit the table (one row per
+    point) with the plateau model's parameters (one member)."""
+    import time
+
+    from phaseprobe.store.arrays import model_to_arrays
+
+    if unit.uid in done:
+        return
+    t0 = time.perf_counter()
+    grid_params = {p.rsplit("-s", 1)[0]: load_params(p) for p in unit.needs}
+    models, table = geometry_points(ctx, unit.summary, grid_params, ctx.members_table)
+    geo = measure_geometry(ctx, models, table)
+    geo.insert(0, "stage", "geometry")
+    geo["piece"] = unit.uid
+    geo["final"] = False
+    geo["seconds"] = time.perf_counter() - t0
+    plateau = jax.tree_util.tree_map(lambda x: x[None] if eqx.is_array(x) else x, models[0])
+    emit(unit.uid, geo, model_to_arrays(plateau))

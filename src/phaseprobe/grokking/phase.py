@@ -4,8 +4,12 @@ Every member starts from the init of its seed (the same draw for every weight de
 init scale of that seed) multiplied by its init scale, and is trained by the foundation
 trainer with AdamW (decoupled decay ``beta`` = the member's weight decay, canonical
 ``alpha = beta / 2``), full batch unless the spec gives a batch size, recorded at
-log-spaced steps. The grid is cut into chunks of at most ``chunk_size`` members; each chunk
-is one vectorised program and one piece of the run store (so an interrupted run resumes).
+log-spaced steps. The grid is cut into chunks of at most ``chunk_size`` members, each chunk
+one vectorised program (a :class:`GridUnit`); the training of a chunk is cut into
+``pieces_per_chunk`` consecutive stretches of steps (cut at record steps), each one piece of the run store (the
+parameters, AdamW's moments and the per-member stop flags are stored with it, so an
+interrupted run resumes from the last finished stretch with the same numbers as one
+uninterrupted training).
 
 Phases of a record (thresholds from the spec):
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import equinox as eqx
@@ -34,17 +39,19 @@ import pandas as pd
 from phaseprobe import __version__
 from phaseprobe.grokking.spec import GrokSpec
 from phaseprobe.models import build_model
+from phaseprobe.store.arrays import arrays_to_model, arrays_to_tree, model_to_arrays, tree_to_arrays
+from phaseprobe.sweep.run import init_key  # a seed means the same init in every command
 from phaseprobe.train import TrainConfig, Trainer, log_epochs
 
 PHASES = ("underfit", "memorising", "grokking", "generalising")
+STOPPED_KEY = "stopped"
+"""Per-member flag stored with a grid piece: the member diverged, its training stopped."""
+STOP_EPOCH_KEY = "stop_epoch"
+"""Per-member epoch count at which a stopped member stopped (stored with a grid piece)."""
 
 
-def init_key(seed: int):
-    """The init key of a seed (the sweep's convention, so a seed means the same init everywhere)."""
-    return jax.random.fold_in(jax.random.PRNGKey(int(seed)), 0)
-
-
-def shuffle_key(seed: int):
+def grok_shuffle_key(seed: int):
+    """The minibatch-order key of a grid member (its seed's; epoch e shuffles with ``fold_in(key, e)``)."""
     return jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1)
 
 
@@ -78,20 +85,103 @@ def scale_members(model, scales):
     return eqx.combine(params, static)
 
 
+def member_of(model, index: int):
+    """Member ``index`` of a stacked model, unstacked (an ordinary Equinox module)."""
+    return jax.tree_util.tree_map(lambda x: x[index] if eqx.is_array(x) else x, model)
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan: chunks of members, each chunk's training cut into stretches of epochs
+# ---------------------------------------------------------------------------------------------
+def grid_epochs(spec: GrokSpec) -> tuple[int, int]:
+    """``(epochs, steps_per_epoch)`` of every grid member (``steps`` rounded up to whole epochs).
+
+    Read from the task's training-set size (the trainer's rule: one step per epoch for full
+    batch, else ``ceil(n_train / batch_size)``).
+    """
+    from phaseprobe.data.modular import load_modular
+
+    n = load_modular(p=spec.p, op=spec.op, train_frac=spec.train_frac, seed=spec.data_seed).n_train
+    spe = 1 if spec.batch_size is None or spec.batch_size >= n else int(math.ceil(n / spec.batch_size))
+    return int(math.ceil(spec.steps / spe)), spe
+
+
+def grid_segments(epochs: int, n_records: int, n: int) -> list[tuple[int, int]]:
+    """Cut ``epochs`` into at most ``n`` consecutive stretches ``(start, end)`` of about equal length.
+
+    Every cut is a record epoch (``log_epochs(epochs, n_records)``), so each stretch ends with a
+    record and the stretches record exactly what one uninterrupted training records.
+    """
+    marks = log_epochs(int(epochs), n_records)
+    cuts = set()
+    for j in range(1, n):
+        target = j * epochs / n
+        cuts.add(min(marks, key=lambda e: (abs(e - target), e)))
+    cuts = sorted(c for c in cuts if 0 < c < epochs)
+    bounds = [0] + cuts + [int(epochs)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+@dataclass(frozen=True)
+class GridUnit:
+    """One chunk of grid members trained as one ensemble, stored in consecutive stretches."""
+
+    uid: str
+    members: tuple[int, ...]
+    n_pieces: int
+
+    @property
+    def pieces(self) -> list[str]:
+        return [f"{self.uid}-s{j:02d}" for j in range(self.n_pieces)]
+
+    @property
+    def chain(self) -> bool:
+        """Each stretch starts from the previous one's parameters and optimiser state."""
+        return True
+
+    @property
+    def runs_per_piece(self) -> int:
+        return len(self.members)
+
+
+def plan_grid_units(spec: GrokSpec) -> list[GridUnit]:
+    """The grid's units: chunks of at most ``chunk_size`` members, each cut into stretches."""
+    epochs, _ = grid_epochs(spec)
+    n_seg = len(grid_segments(epochs, spec.n_records, spec.pieces_per_chunk))
+    n, cs = len(grid_members(spec)), spec.chunk_size
+    return [GridUnit(f"grid-c{j // cs:04d}", tuple(range(j, min(j + cs, n))), n_seg) for j in range(0, n, cs)]
+
+
 class GrokContext:
-    """Dataset, model builder and compiled trainer for one grokking spec (built once)."""
+    """Dataset, model builder and compiled trainer for one grokking spec (built once).
+
+    With the hysteresis stage on, ``hysteresis`` holds one sweep context per loop (label ->
+    :class:`~phaseprobe.sweep.run.SweepContext`) on the same data.
+    """
 
     def __init__(self, spec: GrokSpec, dataset=None):
         from phaseprobe.data.modular import load_modular
 
         self.spec = spec
-        self.dataset = dataset if dataset is not None else load_modular(
-            p=spec.p, op=spec.op, train_frac=spec.train_frac, seed=spec.data_seed)
+        want = {"p": spec.p, "op": spec.op, "train_frac": float(spec.train_frac), "seed": int(spec.data_seed)}
+        meta = getattr(dataset, "meta", None) or {}
+        if dataset is None or any(meta.get(k) != v for k, v in want.items()):  # a grid cell's other task
+            dataset = load_modular(p=spec.p, op=spec.op, train_frac=spec.train_frac, seed=spec.data_seed)
+        self.dataset = dataset
         self.config = TrainConfig(loss="ce", optimizer="adamw", lr=spec.lr, b1=spec.b1, b2=spec.b2,
                                   batch_size=spec.batch_size, epochs=1)
         self.trainer = Trainer(self.members([0], [1.0]), self.dataset, self.config)
         spe = self.trainer.steps_per_epoch
         self.epochs = int(math.ceil(spec.steps / spe))
+        self.segments = grid_segments(self.epochs, spec.n_records, spec.pieces_per_chunk)
+        self.members_table = grid_members(spec)
+        self.hysteresis = {}
+        if spec.hysteresis.enabled:
+            from phaseprobe.grokking.metastable import hysteresis_loops, hysteresis_sweep_spec
+            from phaseprobe.sweep.run import SweepContext
+
+            for label, wds in hysteresis_loops(spec):
+                self.hysteresis[label] = SweepContext(hysteresis_sweep_spec(spec, wds, spe, label), dataset=self.dataset)
 
     def make_one(self, key):
         s = self.spec
@@ -113,101 +203,136 @@ class GrokContext:
         stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs) if eqx.is_array(xs[0]) else xs[0], *ms)
         return scale_members(stacked, scales)
 
+    def skeleton(self, n_members: int):
+        """A stacked model of ``n_members`` members: the shape stored arrays are put back into."""
+        return self.members([0] * n_members, [1.0] * n_members)
+
+    def stored_model(self, arrays: dict[str, np.ndarray], index: int | None = None):
+        """The stacked model stored in ``arrays`` (or its member ``index``, unstacked)."""
+        n = int(arrays["p000"].shape[0])
+        model = arrays_to_model(arrays, self.skeleton(n))
+        return model if index is None else member_of(model, index)
+
     def record_epochs(self, epochs: int | None = None) -> list[int]:
         e = self.epochs if epochs is None else int(epochs)
         return log_epochs(e, self.spec.n_records)
 
-    # ---- parameters <-> arrays (the run store keeps stacked leaves) -----------------------
-    @staticmethod
-    def params_to_arrays(model) -> dict[str, np.ndarray]:
-        leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
-        return {f"p{i:03d}": np.asarray(x) for i, x in enumerate(leaves)}
 
-    def arrays_to_model(self, arrays: dict[str, np.ndarray], index: int | None = None):
-        """The stacked model stored in ``arrays`` (or its member ``index``, unstacked)."""
-        n = int(next(iter(arrays.values())).shape[0])
-        skel = self.members([0] * n, [1.0] * n)
-        params, static = eqx.partition(skel, eqx.is_inexact_array)
-        leaves, treedef = jax.tree_util.tree_flatten(params)
-        new = [jnp.asarray(arrays[f"p{i:03d}"]) for i in range(len(leaves))]
-        model = eqx.combine(jax.tree_util.tree_unflatten(treedef, new), static)
-        if index is None:
-            return model
-        return jax.tree_util.tree_map(lambda x: x[index] if eqx.is_array(x) else x, model)
+def records_frame(ctx: GrokContext, result, members: pd.DataFrame, piece: str, seconds: float,
+                  epoch_offset: int = 0, last: bool = True, frozen: dict | None = None) -> pd.DataFrame:
+    """One row per (member, record) of a finished stretch of training, with its phase.
 
-
-def records_frame(ctx: GrokContext, result, members: pd.DataFrame, piece: str, seconds: float) -> pd.DataFrame:
-    """One row per (member, record) of a finished training, with its phase."""
+    ``epoch_offset``: epochs trained before the stretch; ``last``: the stretch ends the
+    training (its last record is ``final``). ``frozen`` (``{"mask", "metrics", "epoch"}``):
+    members stopped in an earlier stretch, recorded at their stopped parameters (``metrics``,
+    a full evaluation of them) and stop epoch, as one uninterrupted training records them.
+    """
     spec = ctx.spec
+    spe = ctx.trainer.steps_per_epoch
+    cols = ("train_acc", "test_acc", "train_error", "test_error", "w_sq", "grad_norm_E")
     rows = []
     n_rec = len(result.records)
     for r_i, rec in enumerate(result.records):
         for m, mem in enumerate(members.itertuples(index=False)):
+            src, epoch, div = rec, epoch_offset + int(rec["epoch"][m]), bool(rec["diverged"][m])
+            if frozen is not None and frozen["mask"][m]:
+                src, epoch, div = frozen["metrics"], int(frozen["epoch"][m]), True
             rows.append({
                 "spec_hash": spec.grid_hash(), "version": __version__, "name": spec.name, "setup": spec.setup,
-                "p": spec.p, "op": spec.op, "train_frac": spec.train_frac, "model": spec.model, "piece": piece,
-                "member": int(mem.member), "weight_decay": mem.weight_decay, "alpha": mem.alpha,
+                "stage": "grid", "p": spec.p, "op": spec.op, "train_frac": spec.train_frac, "model": spec.model,
+                "piece": piece, "member": int(mem.member), "weight_decay": mem.weight_decay, "alpha": mem.alpha,
                 "strength": mem.weight_decay, "convention": "decoupled", "init_scale": mem.init_scale,
-                "seed": int(mem.seed), "epoch": int(rec["epoch"][m]), "step": int(rec["step"][m]),
-                "final": r_i == n_rec - 1,
-                "train_acc": float(rec["train_acc"][m]), "test_acc": float(rec["test_acc"][m]),
-                "train_error": float(rec["train_error"][m]), "test_error": float(rec["test_error"][m]),
-                "w_sq": float(rec["w_sq"][m]), "grad_norm_E": float(rec["grad_norm_E"][m]),
-                "diverged": bool(rec["diverged"][m]), "seconds": float(seconds),
+                "seed": int(mem.seed), "epoch": epoch, "step": epoch * spe,
+                "final": bool(last and r_i == n_rec - 1),
+                **{c: float(src[c][m]) for c in cols},
+                "diverged": div, "seconds": float(seconds),
             })
     df = pd.DataFrame(rows)
     df["phase"] = phase_label(df["train_acc"], df["test_acc"], spec)
     return df
 
 
-def run_grid(
-    ctx: GrokContext,
-    store=None,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """Train the grid (chunk by chunk, resuming from ``store``); return (records, params by piece).
+def run_grid_unit(ctx: GrokContext, unit: GridUnit, done: set[str],
+                  emit: Callable[[str, pd.DataFrame, dict], None],
+                  load_params: Callable[[str], dict] | None = None) -> None:
+    """Train the stretches of ``unit`` not in ``done``; hand each to ``emit(piece, records, arrays)``.
 
-    ``on_progress(member_steps_done, member_steps_total)`` is called as training advances.
+    A chain: stretch j starts from stretch j-1's stored parameters and AdamW state
+    (``load_params``), with the shuffle keys continuing at its first epoch, so a resumed
+    training equals an uninterrupted one. A member that diverged keeps its last finite
+    parameters and is recorded diverged in every later stretch.
     """
-    spec = ctx.spec
-    members = grid_members(spec)
-    cs = spec.chunk_size
-    chunks = [members.iloc[j:j + cs].reset_index(drop=True) for j in range(0, len(members), cs)]
-    spe = ctx.trainer.steps_per_epoch
-    total = len(members) * ctx.epochs * spe
-    done_steps = 0
-    done = store.done_pieces() if store is not None else set()
-    frames, params = [], {}
-    for c_i, chunk in enumerate(chunks):
-        piece = f"grid-c{c_i:04d}"
-        k = len(chunk)
-        if piece in done:
-            frames.append(pd.read_parquet(store.records_dir / f"{piece}.parquet"))
-            params[piece] = store.load_params(piece)
-            done_steps += k * ctx.epochs * spe
-            if on_progress:
-                on_progress(done_steps, total)
-            continue
-        model = ctx.members(chunk["seed"].tolist(), chunk["init_scale"].tolist())
-        keys = jnp.stack([shuffle_key(s) for s in chunk["seed"]])
-        base = done_steps
+    from phaseprobe.experiment import resume_point
 
-        def progress(e_done, e_total, n_active, base=base, k=k):
-            if on_progress:
-                on_progress(base + k * e_done * spe, total)
-
+    tr = ctx.trainer
+    pieces = unit.pieces
+    start = resume_point(unit, done)
+    if start >= len(pieces):
+        return
+    chunk = ctx.members_table.iloc[list(unit.members)].reset_index(drop=True)
+    k = len(chunk)
+    seeds, scales = chunk["seed"].tolist(), chunk["init_scale"].tolist()
+    alpha = jnp.asarray(chunk["alpha"].to_numpy(), jnp.float32)
+    keys = jnp.stack([grok_shuffle_key(s) for s in seeds])
+    record_at = ctx.record_epochs()
+    stopped, stop_epoch = np.zeros(k, bool), np.zeros(k, np.int64)
+    if start == 0:
+        model, opt_state = ctx.members(seeds, scales), None
+    else:
+        if load_params is None:
+            raise RuntimeError("resuming a grid chunk needs load_params")
+        arrays = load_params(pieces[start - 1])
+        model = arrays_to_model(arrays, ctx.skeleton(k))
+        like = tr.init_opt_state(eqx.filter(model, eqx.is_inexact_array), jnp.full((k,), tr.config.lr, jnp.float32), alpha)
+        opt_state = arrays_to_tree(arrays, like, prefix="o")
+        stopped = np.asarray(arrays[STOPPED_KEY], bool).copy()
+        stop_epoch = np.asarray(arrays[STOP_EPOCH_KEY], np.int64).copy()
+    for j in range(start, len(pieces)):
+        a, b = ctx.segments[j]
         t0 = time.perf_counter()
-        res = ctx.trainer.train(model, jnp.asarray(chunk["alpha"].to_numpy(), jnp.float32), key=keys,
-                                epochs=ctx.epochs, record_at=ctx.record_epochs(),
-                                chunk_epochs=max(1, ctx.epochs // 100), on_progress=progress)
-        df = records_frame(ctx, res, chunk, piece, time.perf_counter() - t0)
-        arrays = ctx.params_to_arrays(res.model)
-        if store is not None:
-            store.write_piece(piece, df, arrays)
-        frames.append(df)
-        params[piece] = arrays
-        done_steps += k * ctx.epochs * spe
-    return pd.concat(frames, ignore_index=True), params
+        marks = [e - a for e in record_at if a < e <= b]
+        res = tr.train(model, alpha, key=keys, opt_state=opt_state, epoch_offset=a, epochs=b - a, record_at=marks)
+        frozen = None
+        new_model, new_opt = res.model, res.state.opt_state
+        if stopped.any():
+            # a stopped member trains with the ensemble (one program) but keeps its stopped weights
+            mask = jnp.asarray(stopped)
+            pick = lambda new, old: jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)  # noqa: E731
+            new_model = eqx.combine(jax.tree_util.tree_map(pick, eqx.filter(res.model, eqx.is_inexact_array),
+                                                           eqx.filter(model, eqx.is_inexact_array)),
+                                    eqx.filter(res.model, eqx.is_inexact_array, inverse=True))
+            new_opt = jax.tree_util.tree_map(
+                lambda new, old: pick(new, old) if getattr(new, "ndim", 0) and new.shape[0] == k else new,
+                res.state.opt_state, opt_state)
+            frozen = {"mask": stopped, "epoch": stop_epoch,
+                      "metrics": tr.evaluate(eqx.filter(model, eqx.is_inexact_array), alpha, grad=True)}
+        df = records_frame(ctx, res, chunk, pieces[j], time.perf_counter() - t0, epoch_offset=a,
+                           last=j == len(pieces) - 1, frozen=frozen)
+        newly = np.asarray(res.state.diverged, bool) & ~stopped
+        stop_epoch = np.where(newly, a + np.asarray(res.state.epochs, np.int64), stop_epoch)
+        stopped = stopped | newly
+        model, opt_state = new_model, new_opt
+        arrays = model_to_arrays(model)
+        arrays.update(tree_to_arrays(opt_state, prefix="o"))
+        arrays[STOPPED_KEY] = stopped.copy()
+        arrays[STOP_EPOCH_KEY] = stop_epoch.copy()
+        emit(pieces[j], df, arrays)
+
+
+def train_grok_grid(ctx: GrokContext) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Train the whole grid in this process, nothing stored; return (records, final arrays by chunk).
+
+    The same numbers as ``phaseprobe grok`` (which runs the same units through the run store);
+    the arrays of chunk ``grid-c0000`` are its last stretch's (parameters ``p000``, ...).
+    """
+    frames, final = [], {}
+    for unit in plan_grid_units(ctx.spec):
+        got: dict[str, tuple] = {}
+        run_grid_unit(ctx, unit, set(), lambda piece, df, arrays: got.__setitem__(piece, (df, arrays)),
+                      lambda piece: got[piece][1])
+        frames += [got[p][0] for p in unit.pieces]
+        final[unit.uid] = got[unit.pieces[-1]][1]
+    return pd.concat(frames, ignore_index=True), final
 
 
 def crossing_step(steps: np.ndarray, acc: np.ndarray, threshold: float) -> float:

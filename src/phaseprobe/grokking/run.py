@@ -1,34 +1,34 @@
-"""``run_grok``: spec -> the phase grid -> (hysteresis sweep) -> (geometry) -> Parquet, figures, report.
+"""The analysis of a grokking run: the stored pieces -> delays, hysteresis branches, geometry,
+figures, report.
 
-Layout of the output folder::
+``phaseprobe grok`` runs the :data:`~phaseprobe.grokking.kind.GROK` kind into a run folder
+(:func:`phaseprobe.experiment.run_experiment`); :func:`analyse_grok` then writes::
 
     OUT/
-      spec.json, records/grid-*.parquet, params/grid-*.npz   the grid (run store; resumable)
+      spec.json, records/*.parquet, params/*.npz   the run store: grid stretches (grid-c*-s*),
+                                      hysteresis chains (hyst-l<loop>-*), the geometry (geometry)
       grok_spec.json                  the full spec, its setup, the deviations from the setup
-      grok_records.parquet            every record of every member (log-spaced steps)
-      grok_summary.parquet            per member: t_train, t_test, delay, final phase
-      grok_delays.parquet             delay by (init scale, weight decay), mean over seeds
-      hysteresis/                     the warm-started weight-decay sweep (a sweep run folder)
-      grok_hysteresis.parquet         its records with phases
-      grok_geometry.parquet           plateau vs solution: saddle index, eigenvalues, curvature
+      grok_records.parquet            every grid record of every member (log-spaced steps)
+      grok_summary.parquet, members.csv    per member: t_train, t_test, delay, final phase
+      grok_delays.parquet, delays.csv      delay by (init scale, weight decay), mean over seeds
+      grok_hysteresis.parquet         the hysteresis records with phases; hysteresis.csv its branches
+      grok_geometry.parquet, geometry.csv  plateau vs solution: saddle index, eigenvalues, curvature
       grok_*.png, report.html
 """
 
 from __future__ import annotations
 
 import json
-import time
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from phaseprobe.grokking.phase import GrokContext, delay_table, grid_members, grokking_summary, run_grid
+from phaseprobe.grokking.phase import delay_table, grokking_summary
 from phaseprobe.grokking.spec import GrokSpec
-
-Progress = Callable[[str, float, float], None]  # (stage, done, total)
 
 
 @dataclass
@@ -45,82 +45,125 @@ class GrokResult:
     geometry: pd.DataFrame | None = None
     figures: list[Path] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    """``df.to_parquet`` to a temporary name, then rename (atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
-def run_grok(spec: GrokSpec, out: str | Path, *, progress: Progress | None = None, figures: bool = True,
-             dataset=None) -> GrokResult:
-    """Run every enabled stage of ``spec`` into ``out`` (rerunning the same spec resumes the grid)."""
-    from phaseprobe.store import RunStore
+def _stage_records(store, prefix: str) -> pd.DataFrame:
+    """The records of the stored pieces whose names start with ``prefix``, in piece order."""
+    files = sorted(p for p in store.records_dir.glob(f"{prefix}*.parquet") if not p.name.startswith(".tmp-")) \
+        if store.records_dir.exists() else []
+    frames = [pd.read_parquet(f) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-    spec.check()
-    out = Path(out)
-    store = RunStore(out)
-    ctx = GrokContext(spec, dataset=dataset)  # data + model + trainer: errors before compute
-    store.init(spec.model_dump(exclude={"hysteresis", "geometry", "name"}), spec.grid_hash(), kind="grok")
-    (out / "grok_spec.json").write_text(json.dumps({
+
+def _seconds(df: pd.DataFrame) -> float:
+    """Wall time of a stage: every piece's ``seconds`` once."""
+    if df is None or df.empty or "seconds" not in df.columns:
+        return 0.0
+    return float(df.groupby("piece")["seconds"].first().sum())
+
+
+def grok_result(run_dir: str | Path) -> tuple[GrokResult, GrokSpec]:
+    """A grokking run folder's tables computed from its store (nothing is written).
+
+    **Arguments:**
+
+    - `run_dir`: a folder made by ``phaseprobe grok``.
+
+    **Returns:** ``(GrokResult, GrokSpec)``; the result's tables are empty for a run with no
+    finished grid records yet.
+    """
+    from phaseprobe.grokking.metastable import hysteresis_curves, hysteresis_summaries, pick_member
+    from phaseprobe.grokking.spec import make_grok_spec
+    from phaseprobe.store import RunStore, StoreError
+
+    store = RunStore(run_dir)
+    meta = store.meta()
+    if meta.get("kind") != "grok":
+        raise StoreError(f"run: '{run_dir}' holds a {meta.get('kind')} run, not a grok run; give a folder made by phaseprobe grok")
+    spec = make_grok_spec(dict(meta["spec"]))
+    out = Path(run_dir)
+    grid = _stage_records(store, "grid-")
+    if grid.empty:
+        return GrokResult(out=out, records=grid, summary=pd.DataFrame(), delays=pd.DataFrame()), spec
+    summary = grokking_summary(grid, spec)
+    res = GrokResult(out=out, records=grid, summary=summary, delays=delay_table(summary))
+    res.seconds["grid"] = _seconds(grid)
+    if spec.hysteresis.enabled:
+        h = _stage_records(store, "hyst-")
+        if not h.empty:
+            res.hysteresis = h
+            res.hysteresis_curves = hysteresis_curves(h, spec)
+            res.hysteresis_summary = hysteresis_summaries(res.hysteresis_curves)
+            res.seconds["hysteresis"] = _seconds(h)
+    if spec.geometry.enabled:
+        g = _stage_records(store, "geometry")
+        if not g.empty:
+            for c in ("top_E", "bottom_E", "top_L", "bottom_L"):
+                g[c] = g[c].apply(lambda a: [float(v) for v in np.asarray(a).ravel()])
+            res.geometry = g
+            res.seconds["geometry"] = _seconds(g)
+        else:
+            try:
+                pick_member(summary, spec)
+            except Exception as e:  # noqa: BLE001 -- the reason the stage was skipped, for the report
+                res.notes.append(f"geometry skipped: {e}")
+    return res, spec
+
+
+def analyse_grok(run_dir: str | Path, figures: bool = True) -> dict:
+    """Write a grokking run's tables (Parquet and CSV), ``grok_spec.json``, figures and report.
+
+    **Arguments:**
+
+    - `run_dir`: a folder made by ``phaseprobe grok``.
+    - `figures`: also draw the figures and write ``report.html``.
+
+    **Returns:** a dict: ``records`` (the grid's), ``members``, ``delays``, ``hysteresis``,
+    ``geometry`` (frames or None), ``figures`` (paths), ``result`` (the :class:`GrokResult`).
+    """
+    from phaseprobe.data.modular import load_modular
+    from phaseprobe.store import atomic_write_text, save_frame_csv
+
+    res, spec = grok_result(run_dir)
+    out = res.out
+    ds = load_modular(p=spec.p, op=spec.op, train_frac=spec.train_frac, seed=spec.data_seed)
+    atomic_write_text(out / "grok_spec.json", json.dumps({
         "spec": spec.model_dump(), "setup": spec.setup, "setup_cite": spec.setup_cite(),
         "deviations": {k: {"setup": a, "spec": b} for k, (a, b) in spec.deviations().items()},
         "convention": "decoupled (AdamW): weight_decay = beta, alpha = beta/2",
-        "dataset": ctx.dataset.summary(),
+        "dataset": ds.summary(),
     }, indent=2, default=str))
-    seconds = {}
-    members = grid_members(spec)
-
-    t0 = time.perf_counter()
-    df, params = run_grid(ctx, store, on_progress=(lambda d, t: progress("grid", d, t)) if progress else None)
-    seconds["grid"] = time.perf_counter() - t0
-    summary = grokking_summary(df, spec)
-    delays = delay_table(summary)
-    _write_parquet(df, out / "grok_records.parquet")
-    _write_parquet(summary, out / "grok_summary.parquet")
-    _write_parquet(delays, out / "grok_delays.parquet")
-    res = GrokResult(out=out, records=df, summary=summary, delays=delays, seconds=seconds)
-
-    if spec.hysteresis.enabled:
-        from phaseprobe.grokking.metastable import hysteresis_curves, hysteresis_summaries, run_hysteresis
-
-        t0 = time.perf_counter()
-        state = {"total": 1.0, "done": 0.0}
-
-        def on_plan(total, already):
-            state.update(total=float(total), done=float(already))
-            if progress:
-                progress("hysteresis", state["done"], state["total"])
-
-        def on_runs(n):
-            state["done"] += n
-            if progress:
-                progress("hysteresis", state["done"], state["total"])
-
-        h = run_hysteresis(spec, out / "hysteresis", ctx, on_runs=on_runs, on_plan=on_plan)
-        seconds["hysteresis"] = time.perf_counter() - t0
-        res.hysteresis = h
-        res.hysteresis_curves = hysteresis_curves(h, spec)
-        res.hysteresis_summary = hysteresis_summaries(res.hysteresis_curves)
-        _write_parquet(h, out / "grok_hysteresis.parquet")
-
-    if spec.geometry.enabled:
-        from phaseprobe.grokking.metastable import compare_geometry
-
-        if progress:
-            progress("geometry", 0, 1)
-        t0 = time.perf_counter()
-        res.geometry = compare_geometry(ctx, summary, params, members)
-        seconds["geometry"] = time.perf_counter() - t0
+    if not res.records.empty:
+        _write_parquet(res.records, out / "grok_records.parquet")
+        _write_parquet(res.summary, out / "grok_summary.parquet")
+        _write_parquet(res.delays, out / "grok_delays.parquet")
+        save_frame_csv(res.summary, out / "members.csv")
+        save_frame_csv(res.delays, out / "delays.csv")
+    if res.hysteresis is not None:
+        _write_parquet(res.hysteresis, out / "grok_hysteresis.parquet")
+        save_frame_csv(res.hysteresis_curves, out / "hysteresis.csv")
+    if res.geometry is not None:
         _write_parquet(res.geometry, out / "grok_geometry.parquet")
-        if progress:
-            progress("geometry", 1, 1)
-
-    if figures:
+        save_frame_csv(res.geometry, out / "geometry.csv")
+    if figures and not res.records.empty:
         res.figures = write_figures(res, spec)
         write_grok_report(res, spec)
-    return res
+    return {"records": res.records, "members": res.summary, "delays": res.delays, "hysteresis": res.hysteresis_curves,
+            "geometry": res.geometry, "figures": res.figures, "result": res}
 
 
 def write_figures(res: GrokResult, spec: GrokSpec) -> list[Path]:
@@ -170,7 +213,8 @@ def write_grok_report(res: GrokResult, spec: GrokSpec) -> Path:
             f"Delay = t_test - t_train: the steps where test accuracy reaches {spec.test_threshold} and train accuracy "
             f"{spec.train_threshold} (log-interpolated between log-spaced records). Phases: memorising = train fitted, "
             f"test < {spec.memorise_below}; generalising = test >= {spec.test_threshold}; underfit = train not fitted.\n\n"
-            f"Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items()))
+            f"Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items())
+            + "".join(f"\n\n{n}" for n in res.notes))
     cols = ["weight_decay", "init_scale", "seed", "t_train", "t_test", "delay", "final_train_acc", "final_test_acc",
             "final_w_sq", "final_phase"]
     add_section(out, "grok_phase", "Grokking: the phase view", text,
@@ -223,3 +267,53 @@ def load_grok(out: str | Path) -> tuple[GrokResult, GrokSpec]:
         res.hysteresis_curves = hysteresis_curves(res.hysteresis, spec)
         res.hysteresis_summary = hysteresis_summaries(res.hysteresis_curves)
     return res, spec
+
+
+def print_grok_tables(res: GrokResult, spec: GrokSpec, console) -> None:
+    """The delay table, the hysteresis branches and the geometry of a grokking run, as rich tables.
+
+    **Arguments:**
+
+    - `res`, `spec`: from :func:`grok_result` (or :func:`analyse_grok`'s ``result``).
+    - `console`: a ``rich.console.Console``.
+    """
+    from rich.table import Table
+
+    if res.records is None or res.records.empty:
+        console.print("no finished grid records yet (rerun the same command to resume)")
+        return
+
+    t = Table(title=f"grokking delay (steps; test >= {spec.test_threshold}, train >= {spec.train_threshold})")
+    for c in ("init scale", "weight decay", "t_train", "t_test", "delay", "final test acc", "final phase"):
+        t.add_column(c, justify="right")
+    s0 = res.summary.groupby(["init_scale", "weight_decay"], as_index=False).agg(
+        phase=("final_phase", lambda v: "/".join(sorted(set(v)))))
+    d = res.delays.merge(s0, on=["init_scale", "weight_decay"])
+    for r in d.itertuples(index=False):
+        f = lambda v: "-" if not (v == v) else f"{v:.0f}"  # noqa: E731  (NaN -> "-")
+        t.add_row(f"{r.init_scale:g}", f"{r.weight_decay:g}", f(r.t_train), f(r.t_test), f(r.delay),
+                  f"{r.final_test_acc:.3f}", r.phase)
+    console.print(t)
+    if res.hysteresis_curves is not None:
+        t = Table(title="warm-started weight-decay sweep (final accuracy at each point)")
+        for c in ("loop", "branch", "weight decay", "train acc", "test acc", "||w||^2", "phase"):
+            t.add_column(c, justify="right")
+        for r in res.hysteresis_curves.itertuples(index=False):
+            t.add_row(r.loop, r.branch, f"{r.weight_decay:.4g}", f"{r.train_acc:.3f}", f"{r.test_acc:.3f}", f"{r.w_sq:.4g}", r.phase)
+        console.print(t)
+        console.print("hysteresis: " + fmt_summary(res.hysteresis_summary))
+    if res.geometry is not None:
+        g = res.geometry
+        t = Table(title="geometry: memorising plateau vs generalised solution (L = E + alpha ||w||^2)")
+        tol = float(g["saddle_rel_tol"].max())
+        t.caption = f"saddle index: eigenvalues of H_L below -{tol:.2g} max|lambda| ('>= n': a Lanczos lower bound)"
+        for c in ("point", "wd", "step", "test acc", "saddle index", "lambda_min(H_L)", "lambda_max(H_L)", "R_L", "R_E",
+                  "|grad L|", "method"):
+            t.add_column(c, justify="right")
+        for r in g.itertuples(index=False):
+            t.add_row(r.point, f"{r.weight_decay:g}", str(r.step), f"{r.test_acc:.3f}", r.saddle_index_L_label,
+                      f"{r.lambda_min_L:.3g}", f"{r.lambda_max_L:.3g}", f"{r.R_L:.3g}", f"{r.R_E:.3g}",
+                      f"{r.grad_norm_L:.3g}", r.method)
+        console.print(t)
+    for note in res.notes:
+        console.print(note)

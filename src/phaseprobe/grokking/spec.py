@@ -197,6 +197,9 @@ class GrokSpec(BaseModel):
     steps: int = 10000
     n_records: int = 60
     chunk_size: int = 64
+    pieces_per_chunk: int = 10
+    """Each chunk's training is stored in this many stretches of steps (cut at record steps): a
+    killed run loses at most one stretch. The numbers do not depend on it."""
     # phases
     train_threshold: float = 0.99
     test_threshold: float = 0.95
@@ -219,7 +222,7 @@ class GrokSpec(BaseModel):
             raise ValueError(f"unknown token model '{v}'; use one of {', '.join(TOKEN_MODELS)}")
         return v
 
-    @field_validator("embed_dim", "width", "n_heads", "n_layers", "steps", "n_records", "chunk_size")
+    @field_validator("embed_dim", "width", "n_heads", "n_layers", "steps", "n_records", "chunk_size", "pieces_per_chunk")
     @classmethod
     def _pos(cls, v):
         if v <= 0:
@@ -307,7 +310,8 @@ class GrokSpec(BaseModel):
     def grid_hash(self) -> str:
         """Hash of the fields the grid's numbers depend on (stages excluded), for resuming."""
         d = self.model_dump()
-        for k in ("name", "hysteresis", "geometry", "train_threshold", "test_threshold", "memorise_below"):
+        for k in ("name", "hysteresis", "geometry", "train_threshold", "test_threshold", "memorise_below",
+                  "pieces_per_chunk"):
             d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -337,6 +341,12 @@ class GrokSpec(BaseModel):
         if self.memorise_below > self.test_threshold:
             raise SpecError(f"memorise_below: {self.memorise_below} is above test_threshold={self.test_threshold}; make it smaller")
         self.seed_list()
+        g = self.geometry
+        for name, val, grid in (("weight_decay", g.weight_decay, self.weight_decays),
+                                ("init_scale", g.init_scale, self.init_scales), ("seed", g.seed, self.seed_list())):
+            if val is not None and not np.any(np.isclose(np.asarray(grid, float), float(val))):
+                raise SpecError(f"geometry.{name}: {val} is not on the grid ({', '.join(f'{v:g}' for v in grid)}); "
+                                "pick a value from the spec's grid or leave it out")
         if self.hysteresis.enabled:
             from phaseprobe.sweep.spec import parse_grid
 
@@ -370,7 +380,7 @@ def load_grok_file(path: str | Path) -> dict:
 
 # The embedded default of `phaseprobe grok`: small enough to grok, sweep and measure on two CPU
 # cores in a few minutes (p = 47 instead of the setup's 97; both listed as deviations).
-DEFAULT_SPEC: dict[str, Any] = {
+DEFAULT_GROK_SPEC: dict[str, Any] = {
     "name": "grok-default",
     "setup": "omnigrok",
     "p": 47,
