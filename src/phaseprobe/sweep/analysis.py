@@ -381,9 +381,7 @@ def _branch_notes(df: pd.DataFrame, branches: list[str], grid: np.ndarray) -> li
     for b in branches:
         sub = d[d["branch"] == b]
         bad = excluded(sub)
-        n_div = int((sub["diverged"].fillna(False).astype(bool) & ~(sub.get("stop_reason", "") == NOT_RUN)).sum()) \
-            if "diverged" in sub.columns else 0
-        n_nr = int((sub["stop_reason"].astype(str) == NOT_RUN).sum()) if "stop_reason" in sub.columns else 0
+        n_div, n_nr = _counts(df, b)
         n_alpha = sub["alpha"].nunique()
         if n_alpha < n_grid:
             notes.append(f"{b} branch: {n_alpha} of {n_grid} strengths finished; analysed on what exists")

@@ -46,12 +46,16 @@ def convergence_counts(df: pd.DataFrame, tol: float | None = None) -> dict:
 
 
 def convergence_line(c: dict) -> str:
-    """One line from :func:`convergence_counts`: "12/75 converged (|grad L| < 0.001); 63 stopped by patience"."""
+    """One line from :func:`convergence_counts`.
+
+    **Returns:** e.g. "12/75 converged (|grad L| < 0.001); 63 stopped by patience" (then the trainings
+    that ran to the epoch limit, diverged, or were not run after a divergence, when there are any).
+    """
     tol = f"{c['tol']:g}" if np.isfinite(c["tol"]) else "per-record tolerance"
     parts = [f"{c['converged']}/{c['trainings']} converged (|grad L| < {tol})"]
     names = {"patience": "stopped by patience", "grad_tol": "stopped by the trainer's gradient tolerance",
-             "max_epochs": "ran all epochs"}
-    for k in ("patience", "grad_tol"):
+             "max_epochs": "ran to the epoch limit"}
+    for k in ("patience", "grad_tol", "max_epochs"):
         if c["stop_reasons"].get(k):
             parts.append(f"{c['stop_reasons'][k]} {names[k]}")
     if c["diverged"]:
