@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from phaseprobe import conventions
-from phaseprobe.sweep.analysis import branch_table
+from phaseprobe.sweep.analysis import branch_table, excluded
 
 COLORS = {"cold": "#444444", "up": "#d62728", "down": "#1f77b4"}
 LABELS = {"cold": "cold start", "up": "alpha up (warm start)", "down": "alpha down (warm start)"}
@@ -85,6 +85,14 @@ def plot_sweep(df: pd.DataFrame, transitions: list[dict], out: str | Path, title
     else:
         ax.set_ylabel(col)
     _mark(ax, transitions, conv, strength_of)
+    bad = d[excluded(d)]
+    if len(bad):  # where trainings diverged (left out of the curves): how many, per strength
+        n = bad.groupby("strength").size()
+        ax.plot(n.index, np.zeros(len(n)), "x", color="#9467bd", ms=8, mew=2,
+                label=f"diverged / not run ({int(n.sum())} trainings, left out)")
+        for x, k in n.items():
+            ax.annotate(str(int(k)), (x, 0.0), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7,
+                        color="#9467bd")
     ax.legend(loc="lower left", fontsize=9)
     ax.grid(alpha=0.3)
     ax.set_title(title or "accuracy phases against the L2 strength")
@@ -117,6 +125,7 @@ def plot_class_heatmap(df: pd.DataFrame, out: str | Path, class_names: list | No
     conv = str(d["convention"].iloc[0])
     for ax, b in zip(axes[0], branches):
         sub = d[d["branch"] == b]
+        sub = sub[~excluded(sub)]  # diverged and not-run trainings are left out of the seed mean
         g = sub.groupby("strength")[cls_cols].mean().sort_index()
         x = g.index.to_numpy()
         im = ax.imshow(g.to_numpy().T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis",
@@ -130,7 +139,7 @@ def plot_class_heatmap(df: pd.DataFrame, out: str | Path, class_names: list | No
         ax.set_xlabel(conventions.strength_label(conv).split("(")[0] + "(one column per grid point, ticks label the strength)")
         ax.set_ylabel("class")
         ax.set_title(f"{LABELS[b]}", fontsize=10)
-    fig.colorbar(im, ax=axes[0].tolist(), label="per-class test accuracy (seed mean)")
+    fig.colorbar(im, ax=axes[0].tolist(), label="per-class test accuracy (seed mean, diverged runs left out)")
     fig.suptitle(title or "which classes each phase has learned", fontsize=11)
     out = Path(out)
     save_figure(fig, out, dpi=130, bbox_inches="tight")
