@@ -11,11 +11,10 @@ end points fixed and the control point ``c`` trained on the expected error along
 For networks the curve is trained by THE trainer (:class:`phaseprobe.train.Trainer`; same
 optimiser, minibatches, early stopping and ensemble over pairs as every other training): the
 trained "model" is the curve (``a``, ``c``, ``b``, with ``a`` and ``b`` frozen by a stopped
-gradient, so Adam never moves them), and a thin subclass only changes the minibatch loss: it
-draws ``t`` per minibatch and evaluates the network at ``w(t)``. ``t`` comes from the member's
-shuffle key, the epoch and the first example id of the minibatch (the id rides along as an
-extra input column, removed before the network sees the input), so every minibatch of every
-epoch gets its own ``t``.
+gradient, so Adam never moves them), and the trainer's minibatch-loss hook
+(:func:`curve_batch_loss`) draws ``t`` per minibatch and evaluates the network at ``w(t)``.
+``t`` comes from the member's shuffle key, the epoch and the first example of the minibatch
+(its row in the training set), so every minibatch of every epoch gets its own ``t``.
 
 For a :class:`~phaseprobe.paths.landscape.FunctionLandscape` there are no minibatches: each
 step uses ``n_t`` stratified ``t`` values (one per stratum of ``[0, 1]``) and Adam.
@@ -36,6 +35,9 @@ import numpy as np
 import optax
 
 from phaseprobe.paths.landscape import FunctionLandscape, NetworkLandscape, PathError, _as_stack
+
+# salt folded into a member's shuffle key for the curve's t (one t per minibatch)
+CURVE_T_SALT = 0x5EED
 
 
 @dataclass
@@ -69,59 +71,39 @@ class CurveModel(eqx.Module):
         return eqx.combine(p, self.net_static)
 
     def __call__(self, x):
-        return self.at(0.5)(x[:-1].reshape(self.in_shape))
+        return self.at(0.5)(x)
 
 
-def _curve_trainer_class():
-    from phaseprobe.train import Trainer
-
-    class CurveTrainer(Trainer):
-        """THE trainer with one change: the minibatch loss is the error at w(t), t ~ U(0, 1) per minibatch."""
-
-        _tkey = None
-
-        def _member_epoch(self, params, opt_state, key, epoch, *args):
-            self._tkey = jax.random.fold_in(jax.random.fold_in(key, 0x5EED), epoch)
-            try:
-                return super()._member_epoch(params, opt_state, key, epoch, *args)
-            finally:
-                self._tkey = None
-
-        def _batch_loss(self, params, x, y, w, alpha, ref):
-            curve = self._model(params)
-            t = jax.random.uniform(jax.random.fold_in(self._tkey, x[0, -1].astype(jnp.int32)), dtype=x.dtype)
-            net = curve.at(t)
-            xin = x[:, :-1].reshape((x.shape[0],) + tuple(curve.in_shape))
-            out = jax.vmap(net)(xin)
-            if self.config.loss == "ce":
-                err_i = optax.softmax_cross_entropy_with_integer_labels(out, y)
-            else:
-                target = jax.nn.one_hot(y, out.shape[-1]) if self.classification else y
-                err_i = 0.5 * jnp.sum(jnp.square(out - target), axis=-1)
-            err = jnp.sum(w * err_i) / jnp.sum(w)
-            return err, err
-
-    return CurveTrainer
+def curve_t(batch):
+    """The ``t ~ U(0, 1)`` of one minibatch: from the member's key, the epoch and the batch's first row."""
+    key = jax.random.fold_in(jax.random.fold_in(batch.key, CURVE_T_SALT), batch.epoch)
+    return jax.random.uniform(jax.random.fold_in(key, batch.index[0]), dtype=batch.x.dtype)
 
 
-def _id_dataset(data):
-    """The dataset with inputs flattened and an example-id column appended (test ids are 0)."""
-    from phaseprobe.data.base import Dataset
+def curve_batch_loss(*, loss: str, classification: bool):
+    """The trainer's minibatch-loss hook for a :class:`CurveModel`: the data error at ``w(t)``.
 
-    xtr = np.asarray(data.x_train, np.float32).reshape(data.n_train, -1)
-    xte = np.asarray(data.x_test, np.float32).reshape(data.n_test, -1)
-    if data.n_train >= 2 ** 24:
-        raise PathError("data: more than 2^24 training examples cannot carry float32 ids; use n_train below 16 777 216")
-    ids = np.arange(data.n_train, dtype=np.float32)[:, None]
-    return Dataset(name=data.name + "+id", x_train=np.concatenate([xtr, ids], 1), y_train=data.y_train,
-                   x_test=np.concatenate([xte, np.zeros((data.n_test, 1), np.float32)], 1), y_test=data.y_test,
-                   n_classes=data.n_classes, task=data.task, classes=data.classes, meta=data.meta)
+    **Arguments:** ``loss``, ``classification`` -- the data error's form (as the trainer's).
+
+    **Returns:** ``fn(curve, batch, alpha, ref) -> (error, error)`` for ``Trainer(batch_loss=fn)``:
+    the weighted mean error of the network at ``w(t)``, ``t = curve_t(batch)``, with no penalty.
+    """
+    from phaseprobe.train import example_errors
+
+    def fn(curve, batch, alpha, ref):
+        err_i, _ = example_errors(curve.at(curve_t(batch)), batch.x, batch.y, loss=loss, classification=classification)
+        err = jnp.sum(batch.weight * err_i) / jnp.sum(batch.weight)
+        return err, err
+
+    return fn
 
 
 class _NetBezier:
     """Compiled curve training for one NetworkLandscape (built once, reused across calls)."""
 
     def __init__(self, land: NetworkLandscape, config=None):
+        from phaseprobe.train import Trainer
+
         cfg = land.config if config is None else config
         self.land = land
         self.config = cfg
@@ -129,8 +111,8 @@ class _NetBezier:
         self.in_shape = tuple(land.dataset.input_shape)
         one = jax.tree_util.tree_map(lambda p: p[None], params)
         skel = CurveModel(a=one, c=one, b=one, net_static=static, in_shape=self.in_shape)
-        self.data = _id_dataset(land.dataset)
-        self.trainer = _curve_trainer_class()(skel, self.data, cfg)
+        hook = curve_batch_loss(loss=cfg.loss, classification=land.dataset.task == "classification")
+        self.trainer = Trainer(skel, land.dataset, cfg, batch_loss=hook)
         self.static = static
 
     def curve_model(self, a, c, b):

@@ -1,15 +1,17 @@
-"""The one vectorised trainer (ensembles over alpha x seed, warm starts, per-member stopping)."""
+"""The one vectorised trainer (ensembles over alpha x seed, warm starts, per-member stopping).
 
-from phaseprobe.train.trainer import (
-    LOSSES,
-    OPTIMIZERS,
-    STOP_NAMES,
-    TrainConfig,
-    TrainError,
-    Trainer,
-    TrainResult,
-    TrainState,
-    log_epochs,
-)
+Modules: :mod:`~phaseprobe.train.config` (settings and validation), :mod:`~phaseprobe.train.optimisers`
+(named optimisers as Optax recipes, learning-rate schedules, Langevin noise),
+:mod:`~phaseprobe.train.losses` (loss pieces, the :class:`Minibatch` a loss hook sees),
+:mod:`~phaseprobe.train.evaluate` (full-pass metrics), :mod:`~phaseprobe.train.trainer` (the loop).
+"""
 
-__all__ = ["LOSSES", "OPTIMIZERS", "STOP_NAMES", "TrainConfig", "TrainError", "Trainer", "TrainResult", "TrainState", "log_epochs"]
+from phaseprobe.train.config import LOSSES, NOISES, OPTIMIZERS, SCHEDULES, TrainConfig, TrainError
+from phaseprobe.train.evaluate import Evaluator
+from phaseprobe.train.losses import Minibatch, example_errors
+from phaseprobe.train.optimisers import OPTIMIZER_RECIPES, build_optimizer, langevin_noise, make_schedule
+from phaseprobe.train.trainer import STOP_NAMES, Trainer, TrainResult, TrainState, log_epochs
+
+__all__ = ["LOSSES", "NOISES", "OPTIMIZERS", "OPTIMIZER_RECIPES", "SCHEDULES", "STOP_NAMES", "Evaluator", "Minibatch",
+           "TrainConfig", "TrainError", "Trainer", "TrainResult", "TrainState", "build_optimizer", "example_errors",
+           "langevin_noise", "log_epochs", "make_schedule"]

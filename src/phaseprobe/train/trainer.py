@@ -1,11 +1,19 @@
-"""The one vectorised trainer of phaseprobe.
+"""The one vectorised trainer of phaseprobe: the training loop.
 
 An *ensemble* of K members -- same architecture, each with its own L2 strength ``alpha``
 (canonical convention, see :mod:`phaseprobe.conventions`), learning rate, shuffling key, start
-parameters and optional reference ``w_ref`` -- is trained as ONE jit-compiled program:
-``vmap`` over members, ``lax.scan`` over the minibatch steps of an epoch, a ``fori_loop`` over
-epochs with a *traced* count (so chunks of any length reuse one compilation). The data live on
-the device once and are shared by every member; each member gathers only its own minibatch.
+parameters, optional reference ``w_ref`` and (with Langevin noise) temperature -- is trained as
+ONE jit-compiled program: ``vmap`` over members, ``lax.scan`` over the minibatch steps of an
+epoch, a ``fori_loop`` over epochs with a *traced* count (so chunks of any length reuse one
+compilation). The data live on the device once and are shared by every member; each member
+gathers only its own minibatch.
+
+The pieces live in their own modules: the settings and their validation in
+:mod:`phaseprobe.train.config`, the optimiser recipes, schedules and noise in
+:mod:`phaseprobe.train.optimisers`, the loss pieces in :mod:`phaseprobe.train.losses`, the
+full-pass metrics in :mod:`phaseprobe.train.evaluate`. The minibatch loss is a hook
+(``Trainer(..., batch_loss=fn)``, see :meth:`Trainer.regularised_loss`); a caller can evaluate
+it and its gradient outside the loop with :meth:`Trainer.minibatch` and :meth:`Trainer.batch_grad`.
 
 Per-member control, all vectorised (a stopped member is frozen with ``jnp.where`` while the
 others go on):
@@ -27,9 +35,8 @@ full-batch gradient norm of the regularised loss.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import equinox as eqx
 import jax
@@ -37,96 +44,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from phaseprobe.errors import PhaseprobeError
 from phaseprobe.models import penalty_mask
+from phaseprobe.train.config import LOSSES, NOISES, OPTIMIZERS, SCHEDULES, TrainConfig, TrainError
+from phaseprobe.train.evaluate import Evaluator
+from phaseprobe.train.losses import (
+    Minibatch,
+    all_finite,
+    example_errors,
+    penalty,
+    regularised_grad,
+    squared_norm,
+    tree_where,
+)
+from phaseprobe.train.optimisers import build_optimizer, noise_key, penalty_in_gradient
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "gd")
-LOSSES = ("ce", "mse")
+__all__ = ["LOSSES", "NOISES", "OPTIMIZERS", "SCHEDULES", "STOP_NAMES", "Minibatch", "TrainConfig", "TrainError",
+           "TrainResult", "TrainState", "Trainer", "log_epochs"]
 
 # stop reasons (per member)
 RUNNING, STOP_PATIENCE, STOP_GRAD, STOP_DIVERGED, STOP_MAX_EPOCHS = 0, 1, 2, 3, 4
 STOP_NAMES = {RUNNING: "running", STOP_PATIENCE: "patience", STOP_GRAD: "grad_tol",
               STOP_DIVERGED: "diverged", STOP_MAX_EPOCHS: "max_epochs"}
-
-
-class TrainError(PhaseprobeError):
-    """A bad training request; the message names the field and the fix (one line)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings shared by all members of an ensemble (per-member values go to :func:`train`).
-
-    ``batch_size=None`` (or ``optimizer="gd"``) is full-batch: one step per epoch.
-    ``shuffle="member"`` gives every member its own minibatch order (from its own key);
-    ``shuffle="shared"`` gives all members one order (member 0's key, the ensemble's epoch count):
-    the minibatch is then gathered once per step and the members' first-layer products become one
-    large matrix product (about 1.25x the throughput on CPU), at the price of a common data order.
-    ``member_chunk=None`` trains all members at once (one vmap: what a GPU wants); an integer c
-    trains them c at a time (``lax.map(..., batch_size=c)``: bounded memory, and on CPU a small
-    chunk keeps each member's parameters and optimiser moments in cache -- c = 4 was 1.2x faster
-    than all 16 at once for 784-128-128-10 MLPs on 2 cores). Results do not depend on either.
-    With ``optimizer="adamw"`` the decay is decoupled: ``w <- w - lr * 2 * alpha * w`` (that is,
-    PyTorch's AdamW with ``weight_decay = beta = 2 alpha``) and no penalty enters the gradient.
-    """
-
-    loss: str = "ce"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    batch_size: int | None = 64
-    epochs: int = 10
-    penalty_on: str = "all"
-    patience: int | None = None
-    min_delta: float = 0.0
-    grad_tol: float | None = None
-    eval_batch: int = 8192
-    shuffle: str = "member"
-    member_chunk: int | None = None
-
-    def validate(self) -> "TrainConfig":
-        for name in ("batch_size", "epochs", "patience", "eval_batch", "member_chunk"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
-                raise TrainError(f"{name}: must be an integer, got {v!r}")
-        for name in ("lr", "momentum", "b1", "b2", "eps", "min_delta", "grad_tol"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))):
-                raise TrainError(f"{name}: must be a number, got {v!r}")
-        if self.loss not in LOSSES:
-            raise TrainError(f"loss: unknown '{self.loss}'; use one of {', '.join(LOSSES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise TrainError(f"optimizer: unknown '{self.optimizer}'; use one of {', '.join(OPTIMIZERS)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise TrainError(f"lr: must be a positive number, got {self.lr}")
-        if self.batch_size is not None and self.batch_size <= 0:
-            raise TrainError(f"batch_size: must be a positive integer (or None for full batch), got {self.batch_size}")
-        if self.epochs < 0:
-            raise TrainError(f"epochs: must be >= 0, got {self.epochs}")
-        if self.member_chunk is not None and self.member_chunk <= 0:
-            raise TrainError(f"member_chunk: must be a positive integer (or None for all members at once), got {self.member_chunk}")
-        if self.shuffle not in ("member", "shared"):
-            raise TrainError(f"shuffle: unknown '{self.shuffle}'; use 'member' or 'shared'")
-        if self.penalty_on not in ("all", "weights"):
-            raise TrainError(f"penalty_on: unknown '{self.penalty_on}'; use 'all' or 'weights'")
-        if self.patience is not None and self.patience < 1:
-            raise TrainError(f"patience: must be >= 1 epoch (or None to disable), got {self.patience}")
-        if not (0.0 <= self.momentum < 1.0):
-            raise TrainError(f"momentum: must be in [0, 1), got {self.momentum}")
-        if not (0.0 <= self.b1 < 1.0) or not (0.0 <= self.b2 < 1.0):
-            raise TrainError(f"b1, b2: Adam's decay rates must be in [0, 1), got b1={self.b1}, b2={self.b2}")
-        if not (self.eps > 0 and math.isfinite(self.eps)):
-            raise TrainError(f"eps: must be a positive number, got {self.eps}")
-        if not (self.min_delta >= 0 and math.isfinite(self.min_delta)):
-            raise TrainError(f"min_delta: must be a finite number >= 0, got {self.min_delta}")
-        if self.grad_tol is not None and not (self.grad_tol > 0 and math.isfinite(self.grad_tol)):
-            raise TrainError(f"grad_tol: must be a positive number (or None to disable), got {self.grad_tol}")
-        if self.eval_batch <= 0:
-            raise TrainError(f"eval_batch: must be a positive integer, got {self.eval_batch}")
-        return self
 
 
 class TrainState(eqx.Module):
@@ -153,7 +91,7 @@ class TrainState(eqx.Module):
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the final model (stacked), state, and the metric records."""
+    """What :meth:`Trainer.train` returns: the final model (stacked), state, and the metric records."""
 
     model: Any
     state: TrainState
@@ -175,34 +113,27 @@ def _per_member(name, value, k, dtype):
     return jnp.broadcast_to(a, (k,))
 
 
-def _tree_where(cond, new, old):
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(cond, a, b), new, old)
-
-
-def _sqnorm(tree, mask=None):
-    leaves = jax.tree_util.tree_leaves(tree)
-    if mask is None:
-        return sum(jnp.sum(jnp.square(x)) for x in leaves)
-    mleaves = jax.tree_util.tree_leaves(mask)
-    return sum(m * jnp.sum(jnp.square(x)) for x, m in zip(leaves, mleaves))
-
-
-def _all_finite(tree):
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
-
-
 class Trainer:
     """Compiled training and evaluation for one architecture, one dataset and one config.
 
-    Build once, call :meth:`train` many times (different alphas, starts, refs, keys): the
-    per-member values are traced, so nothing recompiles while shapes stay the same.
+    Build once, call :meth:`train` many times (different alphas, starts, refs, keys,
+    temperatures): the per-member values are traced, so nothing recompiles while shapes stay
+    the same.
+
+    **Arguments:** ``model_like`` -- a model of the architecture (stacked or one member);
+    ``data`` -- a :class:`~phaseprobe.data.base.Dataset`; ``config`` -- a :class:`TrainConfig`;
+    ``batch_loss`` -- optional hook ``batch_loss(model, batch, alpha, ref) -> (loss, error)``, the
+    scalar the optimiser minimises on one member's :class:`Minibatch` and the data error that
+    early stopping watches (default :meth:`regularised_loss`). It is traced once per compilation;
+    everything it needs per step comes in ``batch`` (``key``, ``epoch``, ``step``, ``index``).
     """
 
     # NaN/inf guard: "fused" decides each step from the loss and the gradient norm (plus a
     # parameter check once an epoch); "step" checks the new parameters every step (slower)
     _guard = "fused"
 
-    def __init__(self, model_like, data, config: TrainConfig):
+    def __init__(self, model_like, data, config: TrainConfig, *,
+                 batch_loss: Callable[[Any, Minibatch, Any, Any], tuple[Any, Any]] | None = None):
         self.config = config.validate()
         # the mask is one float per leaf: it does not depend on a member axis
         _, static = eqx.partition(model_like, eqx.is_inexact_array)
@@ -226,8 +157,12 @@ class Trainer:
         self.steps_per_epoch = 1 if full else int(math.ceil(n / self.batch))
         self.full_batch = full
         self.n_train = n
+        self.loss_fn = self.regularised_loss if batch_loss is None else batch_loss
+        self.evaluator = Evaluator(static, self.mask, loss=config.loss, n_classes=self.n_classes,
+                                   eval_batch=config.eval_batch,
+                                   splits={"train": (self.x_train, self.y_train), "test": (self.x_test, self.y_test)})
         self._run = jax.jit(self._run_epochs)
-        self._eval = jax.jit(self._eval_chunk, static_argnames=("with_grad",))
+        self._eval = self.evaluator.chunk
 
     def _check_model(self, model_like, data):
         """Fail before any compute when the model does not fit the data (shapes only)."""
@@ -235,10 +170,10 @@ class Trainer:
         x1 = jax.ShapeDtypeStruct((1,) + tuple(self.x_train.shape[1:]), self.x_train.dtype)
 
         def stacked(p, x):
-            return jax.vmap(lambda pp: jax.vmap(self._model(pp))(x))(p)[0]
+            return jax.vmap(lambda pp: jax.vmap(self.combine(pp))(x))(p)[0]
 
         def single(p, x):
-            return jax.vmap(self._model(p))(x)
+            return jax.vmap(self.combine(p))(x)
 
         want = (1, data.output_dim)
         shapes = []
@@ -253,67 +188,70 @@ class Trainer:
             raise TrainError(f"model: does not accept the dataset's inputs of shape {tuple(self.x_train.shape[1:])}; build it with that input shape")
         raise TrainError(f"model: outputs shape {shapes[0][1:]} per example but dataset '{data.name}' needs ({want[1]},); build it with out_dim={want[1]}")
 
-    # ---- losses -------------------------------------------------------------------------
-    def _model(self, params):
+    # ---- losses: the per-minibatch hook and its pieces ------------------------------------------
+    def combine(self, params):
+        """The model (an Equinox module) of one member's (or the stacked) parameters."""
         return eqx.combine(params, self.static)
 
-    def _per_example_error(self, params, x, y):
-        out = jax.vmap(self._model(params))(x)
-        if self.config.loss == "ce":
-            return optax.softmax_cross_entropy_with_integer_labels(out, y), out
-        target = jax.nn.one_hot(y, out.shape[-1]) if self.classification else y
-        return 0.5 * jnp.sum(jnp.square(out - target), axis=-1), out
+    def example_errors(self, model, x, y):
+        """Per-example data error of ``model`` on ``x, y`` in this trainer's loss, and the outputs."""
+        return example_errors(model, x, y, loss=self.config.loss, classification=self.classification)
 
     def penalty(self, params, ref):
-        diff = params if ref is None else jax.tree_util.tree_map(jnp.subtract, params, ref)
-        return _sqnorm(diff, self.mask)
+        """``||w - w_ref||^2`` of one member over the penalised leaves (``ref=None``: 0)."""
+        return penalty(params, ref, self.mask)
 
-    def _batch_loss(self, params, x, y, w, alpha, ref):
-        err_i, _ = self._per_example_error(params, x, y)
-        err = jnp.sum(w * err_i) / jnp.sum(w)
-        pen = 0.0 if self.config.optimizer == "adamw" else alpha * self.penalty(params, ref)
+    def regularised_loss(self, model, batch: Minibatch, alpha, ref):
+        """The default minibatch loss: ``(E_batch + alpha ||w - w_ref||^2, E_batch)``.
+
+        ``E_batch`` is the weighted mean of :meth:`example_errors` over the batch (padding has
+        weight 0). With ``optimizer="adamw"`` the penalty is left out (the decay is decoupled).
+        Any ``batch_loss`` hook has this signature; it may call this method on another model.
+        """
+        err_i, _ = self.example_errors(model, batch.x, batch.y)
+        err = jnp.sum(batch.weight * err_i) / jnp.sum(batch.weight)
+        pen = alpha * self.penalty(eqx.filter(model, eqx.is_inexact_array), ref) if penalty_in_gradient(self.config) else 0.0
         return err + pen, err
 
-    # ---- optimiser (built inside the traced function: lr and alpha are data) -------------
-    def _optimizer(self, lr, alpha, ref=None):
-        c = self.config
-        if c.optimizer in ("sgd", "gd"):
-            return optax.sgd(lr)
-        if c.optimizer == "momentum":
-            return optax.sgd(lr, momentum=c.momentum)
-        if c.optimizer == "adam":
-            return optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps)
-        # adamw: decoupled decay beta = 2 alpha on the penalised leaves, toward ref (default 0):
-        # optax.adamw's chain with add_decayed_weights generalised to a centre w_ref
-        return optax.chain(
-            optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps),
-            self._decay_toward(2.0 * alpha, ref),
-            optax.scale_by_learning_rate(lr),
-        )
+    def batch_loss(self, params, batch: Minibatch, alpha, ref=None):
+        """The loss the optimiser minimises on one member's minibatch: ``(loss, data error)``.
 
-    def _decay_toward(self, rate, ref):
-        """``u <- u + rate * mask * (w - w_ref)``: optax.add_decayed_weights with a centre."""
-        mask = self.mask
+        **Arguments:** ``params`` -- one member's parameters; ``batch`` -- a :class:`Minibatch`
+        (see :meth:`minibatch`); ``alpha`` -- the member's strength; ``ref`` -- the centre or None.
+        """
+        return self.loss_fn(self.combine(params), batch, alpha, ref)
 
-        def init(params):
-            return optax.EmptyState()
+    def batch_grad(self, params, batch: Minibatch, alpha, ref=None):
+        """``((loss, data error), gradient)`` of :meth:`batch_loss`: what every training step computes."""
+        return jax.value_and_grad(self.batch_loss, has_aux=True)(params, batch, alpha, ref)
 
-        def update(updates, state, params):
-            diff = params if ref is None else jax.tree_util.tree_map(jnp.subtract, params, ref)
-            new = jax.tree_util.tree_map(lambda u, d, m: u + (rate * m) * d if m else u, updates, diff, mask)
-            return new, state
+    def minibatch(self, index, *, key=None, epoch=0, step=0, weight=None) -> Minibatch:
+        """One member's :class:`Minibatch` of the training rows ``index`` (for calls outside the loop).
 
-        return optax.GradientTransformation(init, update)
+        **Arguments:** ``index`` -- (b,) rows of the training set; ``key`` -- the member's key
+        (default ``PRNGKey(0)``); ``epoch``, ``step`` -- where in training; ``weight`` -- (b,)
+        example weights (default 1).
+        """
+        index = jnp.asarray(index, jnp.int32)
+        weight = jnp.ones(index.shape, jnp.float32) if weight is None else jnp.asarray(weight, jnp.float32)
+        key = jax.random.PRNGKey(0) if key is None else jnp.asarray(key)
+        return Minibatch(x=self.x_train[index], y=self.y_train[index], weight=weight, index=index, key=key,
+                         epoch=jnp.asarray(epoch, jnp.int32), step=jnp.asarray(step, jnp.int32))
+
+    # ---- optimiser (built inside the traced function: lr, alpha, T are data) -----------------
+    def optimizer(self, lr, alpha, ref=None, temperature=None) -> optax.GradientTransformation:
+        """One member's optimiser (:func:`phaseprobe.train.optimisers.build_optimizer`)."""
+        return build_optimizer(self.config, lr, alpha, self.mask, ref, temperature)
 
     def init_opt_state(self, params, lr, alpha):
+        """Fresh optimiser states of every member (stacked)."""
         def one(p, l, a):
-            return self._optimizer(l, a).init(p)
+            return self.optimizer(l, a).init(p)
         return jax.vmap(one)(params, lr, alpha)
 
     def _reg_grad(self, g, params, alpha, ref):
         """Gradient of E + alpha*||w - w_ref||^2 from the gradient of E alone (adamw's steps)."""
-        diff = params if ref is None else jax.tree_util.tree_map(jnp.subtract, params, ref)
-        return jax.tree_util.tree_map(lambda a, d, m: a + (2.0 * alpha * m) * d if m else a, g, diff, self.mask)
+        return regularised_grad(g, params, alpha, ref, self.mask)
 
     # ---- one member, one epoch -------------------------------------------------------------
     def _batches(self, key, epoch):
@@ -325,10 +263,12 @@ class Trainer:
         wts = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)]).reshape(spe, b)
         return idx, wts
 
-    def _member_epoch(self, params, opt_state, key, epoch, alpha, lr, ref, st, x_train, y_train, shared=None):
+    def _member_epoch(self, params, opt_state, key, epoch, alpha, lr, ref, st, x_train, y_train, shared=None,
+                      temperature=None):
         c = self.config
-        opt = self._optimizer(lr, alpha, ref)
-        n, b, spe = self.n_train, self.batch, self.steps_per_epoch
+        opt = self.optimizer(lr, alpha, ref, temperature)
+        langevin = c.noise == "langevin"
+        n, spe = self.n_train, self.steps_per_epoch
         if self.full_batch:
             # the whole training set, shared by every member: no gather, no copy
             idx = jnp.zeros((1,), jnp.int32)
@@ -339,23 +279,25 @@ class Trainer:
             idx, wts = self._batches(key, epoch)
 
         active0, diverged0 = st
-        grad_fn = jax.value_and_grad(self._batch_loss, has_aux=True)
 
-        def step(carry, iw):
+        def step(carry, iws):
             p, o, active, diverged, err_sum, gsq = carry
-            i, w = iw
+            i, w, s = iws
             if self.full_batch:
-                xb, yb = x_train, y_train
+                batch = Minibatch(x=x_train, y=y_train, weight=w, index=jnp.arange(n, dtype=jnp.int32), key=key,
+                                  epoch=epoch, step=s)
             else:
                 # each member gathers its own minibatch: (b, d) per member, never a copy of the data
-                xb = x_train[i]
-                yb = y_train[i]
-            (loss, err), g = grad_fn(p, xb, yb, w, alpha, ref)
-            gsq_new = _sqnorm(self._reg_grad(g, p, alpha, ref) if c.optimizer == "adamw" else g)
-            upd, o_new = opt.update(g, o, p)
+                batch = Minibatch(x=x_train[i], y=y_train[i], weight=w, index=i, key=key, epoch=epoch, step=s)
+            (loss, err), g = self.batch_grad(p, batch, alpha, ref)
+            gsq_new = squared_norm(self._reg_grad(g, p, alpha, ref) if c.optimizer == "adamw" else g)
+            if langevin:
+                upd, o_new = opt.update(g, o, p, noise_key=noise_key(key, epoch, s))
+            else:
+                upd, o_new = opt.update(g, o, p)
             p_new = optax.apply_updates(p, upd)
             if self._guard == "step":
-                finite = jnp.isfinite(loss) & _all_finite(p_new)
+                finite = jnp.isfinite(loss) & all_finite(p_new)
             else:
                 # decided from scalars known before the update, so the selects below fuse into the
                 # optimiser's one elementwise pass (no extra pass over params and moments per step);
@@ -364,30 +306,32 @@ class Trainer:
                 # gradient; non-finite parameters are caught once an epoch below)
                 finite = jnp.isfinite(err) & jnp.isfinite(gsq_new)
             ok = active & finite
-            p = _tree_where(ok, p_new, p)
-            o = _tree_where(ok, o_new, o)
+            p = tree_where(ok, p_new, p)
+            o = tree_where(ok, o_new, o)
             diverged = diverged | (active & ~finite)
             active = ok
             return (p, o, active, diverged, err_sum + err, gsq_new), None
 
         carry0 = (params, opt_state, active0, diverged0, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-        (p, o, active, diverged, err_sum, gsq), _ = jax.lax.scan(step, carry0, (idx, wts))
+        steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
+        (p, o, active, diverged, err_sum, gsq), _ = jax.lax.scan(step, carry0, (idx, wts, steps))
         if self._guard != "step":
             # once an epoch: a step whose loss and gradient were finite can still overflow the
             # parameters (a learning rate near the float32 range); such a member goes back to its
             # parameters and optimiser state at the start of this epoch and is flagged diverged
-            fin = _all_finite(p)
-            p = _tree_where(fin, p, params)
-            o = _tree_where(fin, o, opt_state)
+            fin = all_finite(p)
+            p = tree_where(fin, p, params)
+            o = tree_where(fin, o, opt_state)
             diverged = diverged | (active0 & ~fin)
             active = active & fin
         return p, o, active, diverged, err_sum / spe, jnp.sqrt(gsq)
 
-    def _run_epochs(self, state: TrainState, n_epochs, max_epochs, alpha, lr, ref, x_train, y_train):
+    def _run_epochs(self, state: TrainState, n_epochs, max_epochs, alpha, lr, ref, x_train, y_train, temperature=None):
         """``n_epochs`` epochs of every member. The data are arguments (one device buffer shared by
         all members and all calls), not constants folded into the compiled program."""
         c = self.config
         ref_axis = None if ref is None else 0
+        t_axis = None if temperature is None else 0
 
         def epoch_body(_, s: TrainState):
             shared = None
@@ -395,19 +339,19 @@ class Trainer:
                 shared = self._batches(s.key[0], jnp.max(s.epoch_offset + s.epochs))
             if c.member_chunk is None:
                 p, o, active, diverged, err, gnorm = jax.vmap(
-                    self._member_epoch, in_axes=(0, 0, 0, 0, 0, 0, ref_axis, 0, None, None, None)
+                    self._member_epoch, in_axes=(0, 0, 0, 0, 0, 0, ref_axis, 0, None, None, None, t_axis)
                 )(s.params, s.opt_state, s.key, s.epoch_offset + s.epochs, alpha, lr, ref, (s.active, s.diverged),
-                  x_train, y_train, shared)
+                  x_train, y_train, shared, temperature)
             else:
                 # members in chunks of member_chunk: vmap inside a chunk, one chunk after another
                 # (bounded memory; on CPU small chunks keep each member's state in cache)
                 def one(a):
-                    pm, om, km, em, am, lm, rm, stm = a
-                    return self._member_epoch(pm, om, km, em, am, lm, rm, stm, x_train, y_train, shared)
+                    pm, om, km, em, am, lm, rm, stm, tm = a
+                    return self._member_epoch(pm, om, km, em, am, lm, rm, stm, x_train, y_train, shared, tm)
 
                 p, o, active, diverged, err, gnorm = jax.lax.map(
                     one, (s.params, s.opt_state, s.key, s.epoch_offset + s.epochs, alpha, lr, ref,
-                          (s.active, s.diverged)), batch_size=c.member_chunk)
+                          (s.active, s.diverged), temperature), batch_size=c.member_chunk)
             ran = s.active
             epochs = s.epochs + ran.astype(s.epochs.dtype)
             improved = err < s.best - c.min_delta
@@ -436,91 +380,15 @@ class Trainer:
 
         return jax.lax.fori_loop(0, n_epochs, epoch_body, state)
 
-    # ---- evaluation ------------------------------------------------------------------------
-    def _eval_chunk(self, params, alpha, ref, x, y, w, with_grad=True):
-        """Sums over one data chunk for every member: error, correct, per-class, grad of E.
 
-        ``with_grad=False`` (the test split) skips the backward pass and returns ``g=None``.
-        """
-
-        def one(p, a, r):
-            def err_sum(p):
-                e, out = self._per_example_error(p, x, y)
-                return jnp.sum(w * e), out
-            if with_grad:
-                (es, out), g = jax.value_and_grad(err_sum, has_aux=True)(p)
-            else:
-                (es, out), g = err_sum(p), None
-            if self.classification:
-                correct = (jnp.argmax(out, -1) == y).astype(jnp.float32) * w
-                onehot = jax.nn.one_hot(y, self.n_classes) * w[:, None]
-                per_class = onehot.T @ correct
-                predicted = jnp.sum(jax.nn.one_hot(jnp.argmax(out, -1), self.n_classes) * w[:, None], 0)
-                counts = jnp.stack([jnp.sum(onehot, 0), predicted])  # (2, C): true, predicted
-            else:
-                correct = jnp.zeros_like(w)
-                per_class = jnp.zeros((1,))
-                counts = jnp.zeros((2, 1))
-            return es, jnp.sum(correct), per_class, counts, g
-
-        ref_axis = None if ref is None else 0
-        return jax.vmap(one, in_axes=(0, 0, ref_axis))(params, alpha, ref)
-
+    # ---- evaluation -------------------------------------------------------------------------
     def evaluate(self, params, alpha, ref=None, *, grad: bool = True) -> dict[str, np.ndarray]:
         """Full-pass metrics for every member (numpy arrays with a leading member axis).
 
         ``grad=False`` skips the full-batch gradient (no ``grad_norm``/``grad_norm_E`` keys).
+        See :meth:`phaseprobe.train.evaluate.Evaluator.evaluate`.
         """
-        out = {}
-        alpha = jnp.asarray(alpha, jnp.float32)
-        params = eqx.filter(params, eqx.is_inexact_array)
-        ref = None if ref is None else eqx.filter(ref, eqx.is_inexact_array)
-        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            n = int(x.shape[0])
-            if n == 0:
-                continue
-            with_grad = grad and split == "train"
-            # equal chunks of at most eval_batch rows: the padding is under one row per chunk
-            n_chunks = -(-n // self.config.eval_batch)
-            cb = -(-n // n_chunks)
-            es = cor = 0.0
-            pc = cnt = gsum = None
-            for start in range(0, n, cb):
-                xs, ys = x[start:start + cb], y[start:start + cb]
-                m = xs.shape[0]
-                w = jnp.ones((cb,), jnp.float32)
-                if m < cb:  # pad to a fixed shape: one compilation
-                    pad = cb - m
-                    xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
-                    ys = jnp.concatenate([ys, jnp.zeros((pad,) + ys.shape[1:], ys.dtype)])
-                    w = w.at[m:].set(0.0)
-                e, c_, p_, n_, g = self._eval(params, alpha, ref, xs, ys, w, with_grad=with_grad)
-                es = es + e
-                cor = cor + c_
-                pc = p_ if pc is None else pc + p_
-                cnt = n_ if cnt is None else cnt + n_
-                if with_grad:
-                    gsum = g if gsum is None else jax.tree_util.tree_map(jnp.add, gsum, g)
-            err = np.asarray(es) / n
-            out[f"{split}_error"] = err
-            if self.classification:
-                out[f"{split}_acc"] = np.asarray(cor) / n
-                cnt_np = np.asarray(cnt)
-                out[f"{split}_class_acc"] = np.asarray(pc) / np.maximum(cnt_np[:, 0], 1)  # recall per class
-                out[f"{split}_class_prec"] = np.asarray(pc) / np.maximum(cnt_np[:, 1], 1)  # precision per class
-            if split == "train":
-                pen = jax.vmap(self.penalty, in_axes=(0, None if ref is None else 0))(params, ref)
-                out["penalty_sq"] = np.asarray(pen)
-                out["w_sq"] = np.asarray(jax.vmap(_sqnorm)(params))
-                out["loss"] = err + np.asarray(alpha) * np.asarray(pen)
-            if with_grad:
-                ge = jax.tree_util.tree_map(lambda t: t / n, gsum)
-                out["grad_norm_E"] = np.asarray(jax.vmap(_sqnorm)(ge)) ** 0.5
-                # gradient of the regularised loss E + alpha*||w - w_ref||^2 (for adamw too: its
-                # records report alpha = beta/2, the loss a coupled decay of the same beta minimises)
-                gl = jax.vmap(self._reg_grad, in_axes=(0, 0, 0, None if ref is None else 0))(ge, params, alpha, ref)
-                out["grad_norm"] = np.asarray(jax.vmap(_sqnorm)(gl)) ** 0.5
-        return out
+        return self.evaluator.evaluate(params, alpha, ref, grad=grad)
 
     def _record(self, state: TrainState, alpha, ref, stop: int) -> dict:
         rec = self.evaluate(state.params, alpha, ref)
@@ -535,7 +403,20 @@ class Trainer:
         rec["last_epoch_error"] = np.asarray(state.last_err)
         return rec
 
-    def _prepare(self, model, alpha, *, key, lr=None, ref=None, opt_state=None, epoch_offset=0, epochs=None):
+    def _temperature(self, temperature, k):
+        """Per-member Langevin temperatures (K,), None without noise; a one-line TrainError if bad."""
+        c = self.config
+        if c.noise != "langevin":
+            if temperature is not None and np.any(np.asarray(temperature) != 0):
+                raise TrainError("temperature: only used with noise='langevin'; set noise='langevin' in the config")
+            return None
+        t = _per_member("temperature", c.temperature if temperature is None else temperature, k, jnp.float32)
+        if not np.all(np.isfinite(np.asarray(t))) or np.any(np.asarray(t) < 0):
+            raise TrainError("temperature: every Langevin temperature must be a finite number >= 0")
+        return t
+
+    def _prepare(self, model, alpha, *, key, lr=None, ref=None, opt_state=None, epoch_offset=0, epochs=None,
+                 temperature=None):
         """Check a request (one-line TrainError before any compute) and build the start state."""
         c = self.config
         params, static = eqx.partition(model, eqx.is_inexact_array)
@@ -546,6 +427,7 @@ class Trainer:
         lr = _per_member("lr", c.lr if lr is None else lr, k, jnp.float32)
         if not np.all(np.asarray(lr) > 0) or not np.all(np.isfinite(np.asarray(lr))):
             raise TrainError("lr: every learning rate must be a positive finite number")
+        temperature = self._temperature(temperature, k)
         epoch_offset = _per_member("epoch_offset", epoch_offset, k, jnp.int32)
         if np.any(np.asarray(epoch_offset) < 0):
             raise TrainError("epoch_offset: must be >= 0 (the epochs already trained)")
@@ -575,7 +457,7 @@ class Trainer:
             last_err=jnp.full((k,), jnp.nan, jnp.float32), last_gnorm=jnp.full((k,), jnp.nan, jnp.float32),
             epoch_offset=epoch_offset,
         )
-        return state, static, alpha, lr, ref, max_epochs
+        return state, static, alpha, lr, ref, max_epochs, temperature
 
     # ---- the public entry -------------------------------------------------------------------
     def train(
@@ -586,6 +468,7 @@ class Trainer:
         key,
         lr=None,
         ref=None,
+        temperature=None,
         opt_state=None,
         epoch_offset=0,
         epochs: int | None = None,
@@ -598,7 +481,10 @@ class Trainer:
 
         ``alpha`` (K,) canonical L2 strengths; ``key`` (K, 2) or one key split into K; ``lr``
         per member or the config's; ``ref`` a stacked parameter pytree (the penalty's centre,
-        default 0); ``opt_state`` carried optimiser state (default: fresh). ``epoch_offset`` (int
+        default 0); ``temperature`` per member or the config's (``noise="langevin"`` only: the
+        noise of step s of epoch e is keyed by ``fold_in(fold_in(fold_in(key, NOISE_SALT), e), s)``);
+        ``opt_state`` carried optimiser state (default: fresh, which also restarts the
+        learning-rate schedule). ``epoch_offset`` (int
         or (K,)) is the number of epochs already trained: epoch e of this call shuffles with
         ``fold_in(key, epoch_offset + e)``, so a warm start with the carried ``opt_state``, the
         same keys and ``epoch_offset=previous.state.total_epochs`` continues exactly where one
@@ -607,9 +493,11 @@ class Trainer:
         dicts of per-member arrays with ``epoch`` added. ``on_progress(done, total, n_active)``
         is called after every chunk.
         """
-        state, static, alpha, lr, ref, max_epochs = self._prepare(
-            model, alpha, key=key, lr=lr, ref=ref, opt_state=opt_state, epoch_offset=epoch_offset, epochs=epochs
+        state, static, alpha, lr, ref, max_epochs, temperature = self._prepare(
+            model, alpha, key=key, lr=lr, ref=ref, opt_state=opt_state, epoch_offset=epoch_offset, epochs=epochs,
+            temperature=temperature,
         )
+        noise_args = () if temperature is None else (temperature,)
         marks = sorted({int(e) for e in (record_at or []) if 0 <= int(e) <= max_epochs} | {max_epochs})
         if chunk_epochs is not None and chunk_epochs > 0:
             extra = range(chunk_epochs, max_epochs, chunk_epochs)
@@ -623,7 +511,7 @@ class Trainer:
             n = stop - done
             if n > 0 and bool(jnp.any(state.active)):
                 state = self._run(state, jnp.asarray(n, jnp.int32), jnp.asarray(max_epochs, jnp.int32), alpha, lr, ref,
-                                  self.x_train, self.y_train)
+                                  self.x_train, self.y_train, *noise_args)
             done = stop
             n_active = int(jnp.sum(state.active))
             if on_progress is not None:
@@ -645,13 +533,13 @@ class Trainer:
                 break
         return TrainResult(model=eqx.combine(state.params, static), state=state, records=records)
 
-    def advance(self, model, epochs: int, *, lr, alpha=0.0, key=None, ref=None, opt_state=None):
+    def advance(self, model, epochs: int, *, lr, alpha=0.0, key=None, ref=None, opt_state=None, temperature=None):
         """Run ``epochs`` epochs of every member: no evaluation, no records, one compiled call.
 
         For callers that measure the model themselves between calls (an integrator choosing each
         member's learning rate from the state, say). The update is :meth:`train`'s (per-member
-        ``lr`` and ``alpha``, the config's stopping rules, NaN/inf members keep their last finite
-        parameters); ``lr`` may be 0 for a member that should not move. Returns
+        ``lr``, ``alpha`` and ``temperature``, the config's stopping rules, NaN/inf members keep
+        their last finite parameters); ``lr`` may be 0 for a member that should not move. Returns
         ``(model, opt_state, diverged)`` with ``diverged`` a (K,) numpy bool array.
         """
         params, static = eqx.partition(model, eqx.is_inexact_array)
@@ -664,17 +552,19 @@ class Trainer:
         key = jnp.asarray(key)
         if key.ndim == 1:
             key = jax.random.split(key, k)
+        temperature = self._temperature(temperature, k)
+        noise_args = () if temperature is None else (temperature,)
         if not hasattr(self, "_advance_jit"):
             self._advance_jit = jax.jit(self._advance_impl)
         p, o, div = self._advance_jit(params, opt_state, key, jnp.asarray(lr_np),
                                       _per_member("alpha", alpha, k, jnp.float32), ref,
-                                      jnp.asarray(int(epochs), jnp.int32), self.x_train, self.y_train)
+                                      jnp.asarray(int(epochs), jnp.int32), self.x_train, self.y_train, *noise_args)
         return eqx.combine(p, static), o, np.asarray(div)
 
-    def _advance_impl(self, params, opt_state, key, lr, alpha, ref, n, x_train, y_train):
+    def _advance_impl(self, params, opt_state, key, lr, alpha, ref, n, x_train, y_train, temperature=None):
         k = lr.shape[0]
         if opt_state is None:
-            opt_state = jax.vmap(lambda p, l, a: self._optimizer(l, a, ref).init(p))(params, lr, alpha)
+            opt_state = jax.vmap(lambda p, l, a: self.optimizer(l, a, ref).init(p))(params, lr, alpha)
         inf = jnp.full((k,), jnp.inf, jnp.float32)
         state = TrainState(
             params=params, opt_state=opt_state, key=key, active=jnp.ones((k,), bool) & (n > 0),
@@ -683,7 +573,7 @@ class Trainer:
             last_err=jnp.full((k,), jnp.nan, jnp.float32), last_gnorm=jnp.full((k,), jnp.nan, jnp.float32),
             epoch_offset=jnp.zeros((k,), jnp.int32),
         )
-        state = self._run_epochs(state, n, n, alpha, lr, ref, x_train, y_train)
+        state = self._run_epochs(state, n, n, alpha, lr, ref, x_train, y_train, temperature)
         return state.params, state.opt_state, state.diverged
 
 
