@@ -244,14 +244,14 @@ def test_diverged_members_are_excluded_and_counted():
     assert p.level == pytest.approx(0.9) and p.alpha_to == GRID[27] and p.diverged == 9
 
 
-def _divergence_ctx(mode):
-    return _digits_ctx(alphas="1e-3,1e-2,0.1,1,3,10", mode=mode, optimizer="gd", lr=0.5, seeds=2, epochs=30)
+def _divergence_ctx(mode, epochs):
+    return _digits_ctx(alphas="1e-3,1e-2,0.1,1,3,10", mode=mode, optimizer="gd", lr=0.5, seeds=2, epochs=epochs)
 
 
 def test_divergence_sweep_reports_no_transition_made_by_divergence():
     """`--optimizer gd --lr 0.5 --alphas 1e-3,1e-2,0.1,1,3,10 --mode cold` on digits: GD on
     alpha*||w||^2 with lr 0.5 diverges for alpha > 2. No transition may sit beyond alpha = 1."""
-    ctx = _divergence_ctx("cold")
+    ctx = _divergence_ctx("cold", 30)
     df, _ = _run_all(ctx)
     fin = df[df["final"]]
     assert fin[fin["alpha"] > 2]["diverged"].all()
@@ -267,7 +267,7 @@ def test_chain_stops_at_a_members_divergence_and_resumes_identically():
     """A loop: up 1e-3 .. 10 diverges at alpha = 3; alpha = 10 and the whole down branch are not run."""
     from phaseprobe.sweep.run import execute_unit, plan_units
 
-    ctx = _divergence_ctx("loop")
+    ctx = _divergence_ctx("loop", 120)  # long enough for alpha = 3 to overflow
     df, params = _run_all(ctx)
     fin = df[df["final"]].sort_values(["seed", "step_index"])
     for s, g in fin.groupby("seed"):
