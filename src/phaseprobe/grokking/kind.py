@@ -126,8 +126,8 @@ def load_grok_model(run, *, weight_decay: float | None = None, init_scale: float
             raise PhaseprobeError(f"model: loop {loop!r} is not in this run (one of {', '.join(repr(lb) for lb in labels)})")
         branch = branch or "up"
         sctx = ctx.hysteresis[loop]
-        wd = _pick(sctx.alphas, weight_decay, "weight_decay")
-        ai = int(np.argmin(np.abs(np.asarray(sctx.alphas, float) - wd)))
+        wd = _pick(sctx.strengths, weight_decay, "weight_decay")  # the loop's weight decays (AdamW's beta)
+        ai = int(np.argmin(np.abs(np.asarray(sctx.strengths, float) - wd)))
         seeds = sctx.spec.seed_list()
         seed = seeds[0] if seed is None and len(seeds) == 1 else seed
         for u in units:

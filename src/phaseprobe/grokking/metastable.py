@@ -12,7 +12,7 @@ point is the same member re-trained to the geometric mean of its train-fit and t
 **Hysteresis.** A warm-started weight-decay sweep with the sweep machinery's continuation
 (mode ``loop`` by default): from a fresh init at the smallest weight decay up through the grid
 and back down from where the up branch ended. In a ``grok`` run every loop's chains are units
-of the run (:class:`HysteresisUnit`, the sweep's units under a ``hyst-l<i>-`` prefix, stored
+of the run (:class:`HysteresisUnit`, the sweep's units under a ``hyst-l<ii>-`` prefix, stored
 with the grid); :func:`run_hysteresis` runs the loops alone into sweep run folders.
 :func:`hysteresis_summary` reads where each branch memorises, generalises or collapses, and
 whether the memorising phase comes back on the way down.
@@ -135,7 +135,7 @@ def plan_hysteresis_units(spec: GrokSpec) -> list[HysteresisUnit]:
     if not spec.hysteresis.enabled:
         return []
     spe = grid_epochs(spec)[1]
-    return [HysteresisUnit(label, f"hyst-l{i}-", u)
+    return [HysteresisUnit(label, f"hyst-l{i:02d}-", u)
             for i, (label, wds) in enumerate(hysteresis_loops(spec))
             for u in plan_units(hysteresis_sweep_spec(spec, wds, spe, label))]
 

@@ -6,7 +6,7 @@ figures, report.
 
     OUT/
       spec.json, records/*.parquet, params/*.npz   the run store: grid stretches (grid-c*-s*),
-                                      hysteresis chains (hyst-l<loop>-*), the geometry (geometry)
+                                      hysteresis chains (hyst-l<loop index>-*), the geometry (geometry)
       grok_spec.json                  the full spec, its setup, the deviations from the setup
       grok_records.parquet            every grid record of every member (log-spaced steps)
       grok_summary.parquet, members.csv    per member: t_train, t_test, delay, final phase
