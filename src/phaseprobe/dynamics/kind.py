@@ -501,7 +501,15 @@ def load_dln_escape_model(run, *, depth: int, sigma: float):
 
 # ---- show ----------------------------------------------------------------------------------------------------
 
-_TABLES = {"dln": ("plateaus",), "dln-grid": ("transitions", "grid_summary"), "dln-escape": ("escape_fits", "escape_times")}
+_TABLES = {
+    "dln": {"plateaus": ("index", "t_start", "t_end", "level", "oracle_level", "rank", "t_escape", "cert_kind", "cert_index",
+                         "cert_min_eig", "cert_escape_order")},
+    "dln-grid": {"transitions": ("observable", "gamma_c", "depth", "widths"),
+                 "grid_summary": ("gamma", "width", "seed", "sigma", "disp_abs", "disp_rel", "n_plateaus", "t_escape_1",
+                                  "final_excess_loss", "diverged")},
+    "dln-escape": {"escape_fits": ("depth", "k", "measure", "measured", "theory"),
+                   "escape_times": ("depth", "width", "sigma", "k", "t_escape", "s_k")},
+}
 
 
 def show_dln(run, con, wide: bool = False) -> None:
@@ -511,22 +519,24 @@ def show_dln(run, con, wide: bool = False) -> None:
     from phaseprobe.experiment import get_kind
 
     kind = get_kind(run.kind)
-    store = run.store
     phases = kind.plan(kind.spec_type(**run.spec))
     pieces = [p for ph in phases for u in ph.units for p in u.pieces]
-    done = store.done_pieces()
+    done = run.store.done_pieces()
     con.print(f"{sum(p in done for p in pieces)}/{len(pieces)} ensembles in the store ({', '.join(pieces)}); "
               f"{len(run.records)} records")
-    names = _TABLES[run.kind]
+    wanted = _TABLES[run.kind]
     tables = dict(run.tables)
-    if done and not all(n in tables for n in names):
+    if done and not all(n in tables for n in wanted):
         kind.analyse(run.path, figures=False)
         from phaseprobe.runs import open_run
 
         tables = dict(open_run(run.path).tables)
-    for n in names:
-        if n in tables:
-            print_frame(con, tables[n], n, max_cols=len(tables[n].columns) if wide else 10)
+    for name, cols in wanted.items():
+        if name in tables:
+            tab = tables[name]
+            if not wide:
+                tab = tab[[c for c in cols if c in tab.columns]]
+            print_frame(con, tab, name, max_cols=len(tab.columns))
     if run.kind == "dln" and (run.path / "summary.json").exists():
         s = json.loads((run.path / "summary.json").read_text())
         con.print("oracle escape times: " + ", ".join(f"t_{k} = {v:.4g}" for k, v in enumerate(s["escape_times"], start=1))
