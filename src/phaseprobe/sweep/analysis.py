@@ -287,25 +287,27 @@ class _SeedView:
 
 
 def _seed_view(y, y_lin, sign, e: Event, w0, w1, min_jump, k_sigma) -> _SeedView:
-    """One seed's curve (travel order, detection scale ``y`` and linear scale ``y_lin``) at event ``e``."""
+    """One seed's curve (travel order, detection scale ``y`` and linear scale ``y_lin``) at event ``e``.
+
+    Grid points where the seed has no usable record are skipped (its neighbours bracket the step).
+    """
     ok = np.flatnonzero(np.isfinite(y))
     if not ((ok <= e.i_max) & (ok >= w0)).any() or not ((ok >= e.i_max + 1) & (ok <= w1)).any():
         return _SeedView("", None)
-    # the seed's largest step in the event's direction inside the window (holes skipped)
+    # the seed's largest step in the event's direction inside the window
     inside = ok[(ok >= w0) & (ok <= w1)]
     steps = np.diff(y[inside]) * sign
     pos = int(inside[int(np.argmax(steps))]) if steps.size else None
-    # the seed's own event, with its own noise (holes skipped: positions map back to the grid)
-    ev = detect_events(y[ok], min_jump, k_sigma)
-    for x in ev:
-        x.i0, x.i1, x.i_max = int(ok[x.i0]), int(ok[x.i1]), x.i_max  # i_max stays compressed (below)
-    hit = _matching(ev, sign, w0, w1)
+    # the seed's own events (its own noise), on its usable points; positions mapped back to the grid
+    own = detect_events(y[ok], min_jump, k_sigma)
+    on_grid = [Event(int(ok[x.i0]), int(ok[x.i1]), int(ok[x.i_max]), x.total, x.max_step) for x in own]
+    hit = _matching(on_grid, sign, w0, w1)
     if hit is None:
         return _SeedView("none", pos)
-    seg = y_lin[ok][np.searchsorted(ok, hit.i0): np.searchsorted(ok, hit.i1) + 1]
     if y_lin is y:
         jf = hit.jump_fraction
     else:
+        seg = y_lin[ok[(ok >= hit.i0) & (ok <= hit.i1)]]
         jf = float(np.nanmax(np.abs(np.diff(seg))) / max(abs(seg[-1] - seg[0]), 1e-12)) if seg.size > 1 else 1.0
     return _SeedView("jump" if jf >= 0.6 else "ramp", pos, jf, hit.jump_fraction)
 
@@ -521,10 +523,8 @@ def find_transitions(
 
     def maxwell_of(t):
         c0, c1 = cells[id(t)]
-        for r0, r1, m in regions:
-            if c1 >= r0 and c0 <= r1 + 1:
-                return m
-        return float("nan")
+        found_m = [m for r0, r1, m in regions if c1 >= r0 and c0 <= r1 + 1 and np.isfinite(m)]
+        return found_m[0] if found_m else float("nan")
 
     def relabel(t, loop):
         t.order, t.first_seeds, t.continuous_seeds, t.n_seeds, t.order_seeds = _order_label(
