@@ -52,6 +52,34 @@ def test_run_curvature_matches_toolbox(tiny_run):
 def test_bad_run_folders(tmp_path):
     with pytest.raises(Exception) as e:
         curvature_of_run(tmp_path)
-    assert "phaseprobe sweep" in str(e.value) and "\n" not in str(e.value)
+    # one line that says what to give (the store now names any phaseprobe run folder)
+    assert "phaseprobe" in str(e.value) and "\n" not in str(e.value)
     res = CliRunner().invoke(app, ["curvature", str(tmp_path)])
     assert res.exit_code != 0
+
+
+def test_saddle_index_is_labelled_exact_or_lower_bound(tiny_run):
+    out, _ = tiny_run
+    ex = curvature_of_run(out, exact=True, seeds=[0])
+    st = curvature_of_run(out, exact=False, n_probes=8, lanczos_k=2, seeds=[0])
+    for geo in (ex, st):
+        for c in ("saddle_index_L", "saddle_index_L_exact", "saddle_index_L_label", "saddle_rel_tol", "residual_tol",
+                  "bottom_L_residuals", "neg_eigs_E", "neg_eigs_E_exact", "neg_eigs_E_label"):
+            assert c in geo.columns, c
+        for r in geo.itertuples(index=False):
+            assert r.saddle_index_L_label == (f"{r.saddle_index_L}" if r.saddle_index_L_exact else f">= {r.saddle_index_L}")
+            assert r.saddle_index_lower_bound == (not r.saddle_index_L_exact)
+            assert r.tol == pytest.approx(r.saddle_rel_tol * max(abs(r.lambda_min_L), abs(r.lambda_max_L)), rel=1e-6)
+    assert ex["saddle_index_L_exact"].all() and (ex["residual_tol"] == 0).all()
+    # an exact Lanczos count agrees with the dense spectrum's
+    same = st["saddle_index_L_exact"].to_numpy()
+    assert np.array_equal(st["saddle_index_L"].to_numpy()[same], ex["saddle_index_L"].to_numpy()[same])
+    # the CLI lists each seed's label (never a seed mean of counts), the parquet keeps the columns
+    res = CliRunner().invoke(app, ["curvature", str(out), "--stochastic", "--probes", "8", "--k", "2", "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    assert "saddle index L per seed" in res.output
+    import pandas as pd
+
+    pq = pd.read_parquet(out / "curvature.parquet")
+    assert pd.api.types.is_string_dtype(pq["saddle_index_L_label"]) and pq["saddle_index_L_exact"].dtype == bool
+    assert "saddle index of L_alpha per stored minimum" in (out / "report.html").read_text()

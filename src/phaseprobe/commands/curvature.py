@@ -39,10 +39,11 @@ def register(app: typer.Typer) -> None:
         out = Console() if Console().is_terminal else Console(width=160)
         from rich.table import Table
 
+        from phaseprobe.geometry.run_curvature import saddle_table
+
         summ = geo.groupby(["branch", "strength"])[["R_E", "R_L", "lambda_min_E", "lambda_max_E"]].mean().reset_index()
         # a count is never averaged: each seed's saddle index, ">= n" where Lanczos gives only a lower bound
-        lab = geo.sort_values("seed").groupby(["branch", "strength"])["saddle_index_L_label"].agg(lambda v: ", ".join(v)).reset_index(drop=True)
-        summ["saddle index L per seed"] = lab.to_numpy()
+        summ["saddle index L per seed"] = saddle_table(geo)["saddle index L per seed"].to_numpy()
         tol = float(geo["saddle_rel_tol"].max())
         t = Table(title=f"geometry per stored minimum (seed mean; {geo['method'].iloc[0]}; E = mean over samples; "
                         f"saddle index = eigenvalues of H_L below -{tol:.2g} max|lambda|)")

@@ -97,10 +97,28 @@ def curvature_of_run(
     if not frames:
         raise GeometryError(f"run: '{run_dir}' has no finished pieces to analyse; rerun `phaseprobe sweep --out {run_dir}` to finish it")
     out = pd.concat(frames, ignore_index=True)
-    for c in ("top_E", "bottom_E", "top_L", "bottom_L"):
+    for c in ("top_E", "bottom_E", "top_L", "bottom_L", "bottom_E_residuals", "bottom_L_residuals"):
         if c in out.columns:
             out[c] = out[c].apply(lambda v: list(np.asarray(v, float).ravel()))
     return out
+
+
+def saddle_table(geo: pd.DataFrame) -> pd.DataFrame:
+    """One row per (branch, strength): each seed's saddle index label (``"2"`` or ``">= 2"``) and
+    the smallest eigenvalue of ``H_L``; counts are listed per seed, never averaged.
+
+    **Arguments:**
+
+    - ``geo``: the table of :func:`curvature_of_run`.
+
+    **Returns:** a DataFrame with ``branch, strength, saddle index L per seed, exact, lambda_min_L (min)``.
+    """
+    g = geo.sort_values(["branch", "strength", "seed"]).groupby(["branch", "strength"], sort=True)
+    return pd.DataFrame({
+        "saddle index L per seed": g["saddle_index_L_label"].agg(lambda v: ", ".join(map(str, v))),
+        "exact": g["saddle_index_L_exact"].agg(lambda v: f"{int(np.sum(v))} of {len(v)}"),
+        "lambda_min_L (min)": g["lambda_min_L"].min(),
+    }).reset_index()
 
 
 def curvature_report(run_dir: str | Path, geo: pd.DataFrame, figure: bool = True) -> dict:
@@ -156,10 +174,14 @@ def curvature_report(run_dir: str | Path, geo: pd.DataFrame, figure: bool = True
             "at each stored minimum (seed mean; E is the mean over the training set, so R carries that scale). "
             f"Method: {', '.join(sorted(set(geo['method'].astype(str))))}. Change points of R along log alpha: sign changes, "
             "jumps (first-order transitions: R jumps, e.g. to R_E = 0 at w = 0) and kinks. "
-            "The match table pairs each accuracy transition with its nearest change point (matched = within 0.25 decade)."
+            "The match table pairs each accuracy transition with its nearest change point (matched = within 0.25 decade). "
+            f"Saddle index of L_alpha: eigenvalues of its Hessian below -{float(geo['saddle_rel_tol'].max()):.2g} max|lambda| "
+            "(exact spectrum), or converged Lanczos Ritz values whose residual interval lies below that threshold; "
+            "'>= n' marks a lower bound (the count is not closed by a converged non-negative Ritz value; raise --k)."
         )
         show_cp = cp_df[[c for c in ("branch", "curvature", "kind", "strength", "size", "score", "significant") if c in cp_df.columns]] if len(cp_df) else cp_df
         show_mt = mt_df[[c for c in ("branch", "curvature", "transition_strength", "change_strength", "kind", "log10_distance", "matched") if c in mt_df.columns]] if len(mt_df) else mt_df
         add_section(run_dir, "curvature", "Curvature along the L2 path", text, figs,
-                    {"accuracy transitions vs curvature change points": show_mt, "curvature change points": show_cp}, order=20)
+                    {"accuracy transitions vs curvature change points": show_mt, "curvature change points": show_cp,
+                     "saddle index of L_alpha per stored minimum": saddle_table(geo)}, order=20)
     return {"change_points": cp_df, "matches": mt_df, "figures": figs}
