@@ -4,9 +4,10 @@ The Hessian alone cannot tell a minimum from a **higher-order saddle**: at the o
 linear net with three or more weight matrices the Hessian is identically zero, yet the loss
 falls like ``-c eps^L`` along a rank-one direction that moves all layers at once. So:
 
-* :func:`saddle_index` counts Hessian eigenvalues below ``-tol`` (dense ``eigh`` for small
-  models, the Lanczos bottom end for large ones, flagged as a lower bound when every computed
-  Ritz value is negative);
+* :func:`saddle_index` counts Hessian eigenvalues below ``-tol`` (``tol`` relative to the
+  spectrum's scale): dense ``eigh`` for small models (:func:`count_negative`), the Lanczos bottom
+  end for large ones (:func:`count_negative_ritz`: only converged Ritz values count, and the count
+  is exact only when a converged non-negative Ritz value closes it, else a lower bound ``">= n"``);
 * :func:`escape_test` evaluates ``L(w + eps v) - L(w)`` (in float64) over a geometric range of
   ``eps`` for candidate unit directions ``v`` and their negatives, and fits the leading order
   ``k`` and signed coefficient ``c`` of ``delta(eps) ~ c eps^k`` on the smallest ``eps`` that rise
@@ -551,6 +552,11 @@ class PointClass:
     index_lower_bound: bool = False
     method: str = "exact"
     escape: EscapeResult | None = field(default=None, repr=False)
+
+    @property
+    def index_label(self) -> str:
+        """The index as shown: ``"2"``, or ``">= 2"`` when it is a lower bound."""
+        return index_label(self.index, not self.index_lower_bound)
 
 
 def classify_point(

@@ -60,17 +60,18 @@ def plot_curvature(geo: pd.DataFrame, records: pd.DataFrame, transitions: list[d
                 ax2.set_ylabel("test accuracy (green)", color="#2ca02c", fontsize=9)
             if which == "R_L" and "saddle_index_L_label" in geo.columns:
                 # each seed's saddle index of L_alpha (">= n": a Lanczos lower bound), where any is not "0"
-                labs = g["saddle_index_L_label"].agg(lambda v: ",".join(map(str, v)))
+                labs = g["saddle_index_L_label"].agg(lambda v: " | ".join(map(str, v)))
                 for xs, lab in labs.items():
-                    if any(t.strip() != "0" for t in lab.split(",")):
+                    if any(t.strip() != "0" for t in lab.split("|")):
                         ax.text(xs, 0.98, f"idx {lab}", transform=ax.get_xaxis_transform(), rotation=90, ha="center",
                                 va="top", fontsize=6.5, color="#7f3f00")
+                ax.text(0.01, 0.01, "idx: saddle index of L_alpha per seed ('>= n': a Lanczos lower bound)",
+                        transform=ax.transAxes, fontsize=6.5, color="#7f3f00", va="bottom", ha="left")
             if i == 0:
                 ax.set_title(f"branch: {b}", fontsize=10)
             if i == 1:
                 ax.set_xlabel(conventions.strength_label(conv))
-    fig.suptitle((title or "curvature along the L2 path") + "   (black: accuracy transitions; solid = first order; "
-                 "idx: saddle index of L_alpha per seed, '>= n' a lower bound)", fontsize=10.5)
+    fig.suptitle((title or "curvature along the L2 path") + "   (black: accuracy transitions; solid = first order)", fontsize=10.5)
     fig.tight_layout()
     out = Path(out)
     save_figure(fig, out, dpi=130)
