@@ -404,7 +404,7 @@ def test_spectra_along_the_path_are_the_analytic_hessian_eigenvalues(probe2d):
 def test_bisection_rejects_a_continuous_change():
     """A steep but continuous change of the minimiser (a convex problem) is no fold: bisection
     sees the gap close with the bracket and does not confirm it."""
-    from phaseprobe.paths.probe import Transition, _bisect, _Recorder
+    from phaseprobe.paths.probe import ProbeTransition, _bisect, _Recorder
 
     land = FunctionLandscape(lambda x: 0.5 * (x[0] - 3.0) ** 2, 1, lr=0.1, grad_tol=1e-10, x64=True)
     cfg = ProbeConfig(strengths=[0.0, 1.0], bisect_tol=1e-6).validate()
@@ -413,8 +413,8 @@ def test_bisection_rejects_a_continuous_change():
     for r in (lo, hi):
         r.metrics["dist"] = np.abs(r.x[:, 0])
     pick = lambda r: {k: float(np.asarray(v)[0]) for k, v in r.metrics.items()}  # noqa: E731
-    t = Transition(member=0, index=0, strength_lo=0.0, strength_hi=1.0, alpha_lo=0.0, alpha_hi=1.0, x_lo=lo.x[0], x_hi=hi.x[0],
-                   lo=pick(lo), hi=pick(hi), basin_lo=(3.0,), basin_hi=(1.0,))
+    t = ProbeTransition(member=0, index=0, strength_lo=0.0, strength_hi=1.0, alpha_lo=0.0, alpha_hi=1.0, x_lo=lo.x[0], x_hi=hi.x[0],
+                        lo=pick(lo), hi=pick(hi), basin_lo=(3.0,), basin_hi=(1.0,))
     # x*(alpha) = 3 / (1 + 2 alpha): 3 -> 1 over the bracket, continuously
     assert t.x_hi[0] == pytest.approx(1.0, abs=1e-8)
     _bisect(land, [t], np.zeros((1, 1)), [0], cfg, _Recorder(land, cfg, ["0"], [0], None), None)

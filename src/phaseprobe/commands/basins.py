@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from phaseprobe.commands.connect import _progress, build_spec, console, print_table
+from phaseprobe.commands.connect import build_spec, console, print_table, run_path_command
 
 # The embedded default (no flags): digits, a sigmoid MLP (64-32-32-10), one fresh seed, the probe
 # toward w_ref = 0 on a 31-step linear grid, bisection to 1e-6, saddles, excursions, nested probes.
@@ -31,8 +30,9 @@ DEFAULT_BASINS: dict = {
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(context_settings={"allow_extra_args": True})
     def basins(
+        cli: typer.Context,
         spec_file: Optional[Path] = typer.Option(None, "--spec", help="TOML spec (see examples/probe_*.toml); flags and --set override it."),
         sets: List[str] = typer.Option([], "--set", help="Override a spec field: --set excursion=false (repeatable)."),
         run: List[str] = typer.Option([], "--run", help="sweep run folder to take the start minimum from; omit to train fresh seeds"),
@@ -43,7 +43,10 @@ def register(app: typer.Typer) -> None:
         seeds: Optional[int] = typer.Option(None, help="number of fresh start minima (one probe each, one ensemble)"),
         strengths: Optional[str] = typer.Option(None, help="probe grid toward w_ref = 0, e.g. 'lin:0:0.05:26'"),
         convention: Optional[str] = typer.Option(None, help="'l2' (beta*||w||^2, the paper's explicit penalty) or 'wd'"),
-        out: Path = typer.Option(Path("runs/basins"), help="run folder"),
+        out: Path = typer.Option(Path("runs/basins"), help="run folder (rerun with the same spec to resume)"),
+        engine: str = typer.Option("local", help="local (in-process) or ray"),
+        address: Optional[str] = typer.Option(None, help="Ray address: auto, HOST:PORT, or local (a private Ray instance)"),
+        grid: List[str] = typer.Option([], "--grid", help="Spec grid, one run per cell: --grid n_train=200,400 seeds=1,2"),
         no_figures: bool = typer.Option(False, "--no-figures", help="skip figures and report"),
     ):
         """Build the basin hierarchy: probe toward w_ref = 0, bisect the jumps, refine the saddles,
@@ -53,18 +56,14 @@ def register(app: typer.Typer) -> None:
         lin:0:0.03:31 (l2 convention), bisection to 1e-6. Writes basins.png, probe.png,
         basin_nodes.csv, basin_edges.csv, transitions.csv and report.html into --out.
         """
-        from phaseprobe.paths.workflow import basins as run_basins
-
         flags = dict(dataset=dataset, data_dir=data_dir, n_train=n_train, seeds=seeds, strengths=strengths,
                      convention=convention, run=list(run) if run else None,
                      run_seeds=[int(s) for s in run_seeds.split(",")] if run_seeds else None)
-        spec = build_spec("basins", DEFAULT_BASINS, spec_file, sets, flags)
-        console.print(f"[bold]phaseprobe basins[/bold] {spec.name}: {spec.dataset} -> {out}")
-        t0 = time.perf_counter()
-        prog, cb = _progress()
-        with prog:
-            res = run_basins(spec, out, progress=cb, figures=not no_figures)
-        console.print(f"done in {time.perf_counter() - t0:.1f} s")
+        data, spec = build_spec("basins", DEFAULT_BASINS, spec_file, sets, flags)
+        banner = f"[bold]phaseprobe basins[/bold] {spec.name}: {spec.dataset} -> {out}"
+        res = run_path_command("basins", data, spec, out, engine, address, grid, list(cli.args), no_figures, banner)
+        if res is None:
+            return
         print_table(res["nodes"], "basins (class sets)")
         print_table(res["edges"], "edges (saddles between basins)",
                     ["from", "to", "kind", "strength_c", "saddle_error", "barrier_from", "barrier_to", "saddle_index", "probe"])

@@ -28,29 +28,55 @@ DEFAULT_CONNECT: dict = {
 }
 
 
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    prog = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
-    tasks: dict = {}
-
-    def cb(stage, done, total):
-        if stage not in tasks:
-            tasks[stage] = prog.add_task(stage, total=total)
-        prog.update(tasks[stage], completed=done, total=total)
-
-    return prog, cb
-
-
 def build_spec(kind: str, default: dict, spec_file, sets, flags: dict):
-    from phaseprobe.paths.workflow import load_spec_file, make_path_spec
-    from phaseprobe.sweep.spec import apply_overrides
+    """``(spec dict, checked spec)`` of a connect/basins command: the default or the spec file,
+    then the flags, then ``--set``."""
+    from phaseprobe.paths.workflow import load_path_spec_file, make_path_spec
+    from phaseprobe.specs import apply_overrides
 
-    data = dict(default) if spec_file is None else load_spec_file(spec_file, kind)
+    data = dict(default) if spec_file is None else load_path_spec_file(spec_file, kind)
     data.update({k: v for k, v in flags.items() if v is not None})
     data = apply_overrides(data, sets)
-    return make_path_spec(data, kind)
+    return data, make_path_spec(data, kind)
+
+
+def run_path_command(kind: str, data: dict, spec, out: Path, engine: str, address, grid: list, extra: list,
+                     no_figures: bool, banner: str) -> dict | None:
+    """Run (or resume) a connect/basins command on the pipeline: one run, or one per grid cell.
+
+    **Returns:** the analysis of a single run, or None for a grid (its cells table is printed).
+    """
+    from phaseprobe.commands.sweep import reporter
+    from phaseprobe.engine import get_engine
+    from phaseprobe.engine.grid import expand, parse_grid, run_grid, summarize_grid
+    from phaseprobe.errors import SpecError
+    from phaseprobe.experiment import get_kind, run_experiment
+
+    k = get_kind(kind)
+    if extra and not grid:
+        raise SpecError(f"{kind}: unexpected argument(s) '{' '.join(extra)}'; grid fields go after --grid, e.g. --grid n_strengths=8,12")
+    grid_fields = parse_grid(list(grid) + list(extra), k.spec_type) if grid else None
+    eng = get_engine(engine, **({"address": address} if address else {}))
+    t0 = time.perf_counter()
+    if grid_fields is not None:
+        n_cells = len(expand(grid_fields))
+        gb = (f"[bold]phaseprobe {kind}[/bold] grid of {n_cells} cells ("
+              + ", ".join(f"{f}={','.join(map(str, v))}" for f, v in grid_fields.items()) + f"), engine {eng.name} -> {out}")
+        with reporter(out) as prog:
+            run_grid(data, grid_fields, out, engine=eng, kind=kind, progress=prog, banner=gb)
+            prog.message("analysing every cell")
+            res = summarize_grid(out, figures=not no_figures)
+        console.print(f"done in {time.perf_counter() - t0:.1f} s")
+        print_table(res["cells"], "cells")
+        if not no_figures:
+            console.print(f"report: {out}/report.html (one section per cell); cells: {out}/cells.csv")
+        return None
+    with reporter(out) as prog:
+        run_experiment(k, spec, out, engine=eng, progress=prog, banner=banner)
+        prog.message("analysing: dense path evaluation, tables" + ("" if no_figures else ", figures, report"))
+        res = k.analyse(out, figures=not no_figures)
+    console.print(f"done in {time.perf_counter() - t0:.1f} s")
+    return res
 
 
 def print_table(df, title: str, cols=None) -> None:
@@ -69,8 +95,9 @@ def print_table(df, title: str, cols=None) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(context_settings={"allow_extra_args": True})
     def connect(
+        cli: typer.Context,
         spec_file: Optional[Path] = typer.Option(None, "--spec", help="TOML spec (see examples/connect_*.toml); flags and --set override it."),
         sets: List[str] = typer.Option([], "--set", help="Override a spec field: --set n_strengths=20 (repeatable)."),
         run: List[str] = typer.Option([], "--run", help="sweep run folder to take the minima from (give twice for two runs); omit to train fresh seeds"),
@@ -85,7 +112,10 @@ def register(app: typer.Typer) -> None:
         n_strengths: Optional[int] = typer.Option(None, help="grid size for 'auto'"),
         convention: Optional[str] = typer.Option(None, help="'l2' (beta*||w - w_ref||^2, the paper's) or 'wd' (beta/2*...)"),
         bezier_epochs: Optional[int] = typer.Option(None, help="epochs of Bezier curve training"),
-        out: Path = typer.Option(Path("runs/connect"), help="run folder"),
+        out: Path = typer.Option(Path("runs/connect"), help="run folder (rerun with the same spec to resume)"),
+        engine: str = typer.Option("local", help="local (in-process) or ray"),
+        address: Optional[str] = typer.Option(None, help="Ray address: auto, HOST:PORT, or local (a private Ray instance)"),
+        grid: List[str] = typer.Option([], "--grid", help="Spec grid, one run per cell: --grid n_strengths=8,12 depth=1,2"),
         no_figures: bool = typer.Option(False, "--no-figures", help="skip figures and report"),
     ):
         """Connect minima with the L2 probe (w_ref = the other minimum) and compare with linear and Bezier paths.
@@ -95,20 +125,16 @@ def register(app: typer.Typer) -> None:
         50-epoch Bezier curve. Writes paths.png, probe.png, paths_summary.csv, transitions.csv
         and report.html into --out.
         """
-        from phaseprobe.paths.workflow import connect as run_connect
-
         flags = dict(dataset=dataset, data_dir=data_dir, n_train=n_train, width=width, depth=depth, seeds=seeds,
                      strengths=strengths, n_strengths=n_strengths, convention=convention, bezier_epochs=bezier_epochs,
                      run=list(run) if run else None,
                      run_seeds=[int(s) for s in run_seeds.split(",")] if run_seeds else None)
-        spec = build_spec("connect", DEFAULT_CONNECT, spec_file, sets, flags)
-        console.print(f"[bold]phaseprobe connect[/bold] {spec.name}: "
-                      f"{'minima from ' + ', '.join(spec.run) if spec.run else spec.dataset + ', fresh seeds ' + str(spec.seed_list())} -> {out}")
-        t0 = time.perf_counter()
-        prog, cb = _progress()
-        with prog:
-            res = run_connect(spec, out, progress=cb, figures=not no_figures)
-        console.print(f"done in {time.perf_counter() - t0:.1f} s")
+        data, spec = build_spec("connect", DEFAULT_CONNECT, spec_file, sets, flags)
+        banner = (f"[bold]phaseprobe connect[/bold] {spec.name}: "
+                  f"{'minima from ' + ', '.join(spec.run) if spec.run else spec.dataset + ', fresh seeds ' + str(spec.seed_list())} -> {out}")
+        res = run_path_command("connect", data, spec, out, engine, address, grid, list(cli.args), no_figures, banner)
+        if res is None:
+            return
         print_table(res["summary"], "paths (barrier = max E along the path - mean of the ends)",
                     ["pair", "method", "barrier", "test_barrier", "max_error", "min_test_acc", "length", "grad_evals", "seconds"])
         print_table(res["transitions"], "probe transitions (bisected; saddle of E refined)",

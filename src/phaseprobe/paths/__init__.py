@@ -30,7 +30,7 @@ from phaseprobe.paths.probe import (
     Excursion,
     ProbeConfig,
     ProbeResult,
-    Transition,
+    ProbeTransition,
     basin_str,
     branch_defect,
     find_jumps,
@@ -40,7 +40,7 @@ from phaseprobe.paths.saddles import SaddleResult, bottom_eigs, path_spectra, re
 
 __all__ = [
     "PAPER_TRAIN", "BasinEdge", "BasinGraph", "BasinNode", "BezierResult", "CurveModel", "Excursion", "FunctionLandscape",
-    "MinResult", "NetworkLandscape", "PathError", "PathEval", "ProbeConfig", "ProbeResult", "SaddleResult", "Transition",
+    "MinResult", "NetworkLandscape", "PathError", "PathEval", "ProbeConfig", "ProbeResult", "SaddleResult", "ProbeTransition",
     "barrier", "basin_str", "bezier_points", "bottom_eigs", "branch_defect", "build_basin_graph", "draw_basin_graph",
     "evaluate_bezier", "evaluate_linear", "evaluate_polyline", "find_jumps", "fit_bezier", "path_spectra",
     "polyline_points", "refine_saddle", "run_probe",

@@ -128,7 +128,7 @@ class Excursion:
 
 
 @dataclass
-class Transition:
+class ProbeTransition:
     """A jump of one probe member, bracketed (and bisected) in strength."""
 
     member: int
@@ -202,7 +202,7 @@ class ProbeResult:
     convention: str
     start: np.ndarray
     ref: np.ndarray
-    transitions: list[Transition]
+    transitions: list[ProbeTransition]
     basins: list[list[tuple]]  # [grid point][member]
     grad_evals: np.ndarray  # per member: probe steps
     seconds: float
@@ -213,7 +213,7 @@ class ProbeResult:
     def n_members(self) -> int:
         return int(self.checkpoints.shape[1])
 
-    def member_transitions(self, member: int) -> list[Transition]:
+    def member_transitions(self, member: int) -> list[ProbeTransition]:
         return sorted([t for t in self.transitions if t.member == member], key=lambda t: t.index)
 
     def total_grad_evals(self, member: int, *, bisect: bool = True, saddles: bool = True) -> float:
@@ -435,24 +435,14 @@ def run_probe(land, start, ref=None, config: ProbeConfig | None = None, *, stren
         if progress:
             progress("probe", i + 1, n)
 
-    # ---- jumps ---------------------------------------------------------------------------------
-    err = np.stack([m["train_error"] for m in mets])  # (n, K)
-    dist = np.stack([m["dist"] for m in mets])
-    loss = np.stack([m["loss"] for m in mets])
-    transitions: list[Transition] = []
-    for kk in members:
-        for i in find_jumps(alphas, loss[:, kk], dist[:, kk], min_jump=config.min_jump, k_sigma=config.k_sigma):
-            transitions.append(Transition(
-                member=kk, index=i, strength_lo=float(strengths[i]), strength_hi=float(strengths[i + 1]),
-                alpha_lo=float(alphas[i]), alpha_hi=float(alphas[i + 1]), x_lo=cps[i, kk].copy(), x_hi=cps[i + 1, kk].copy(),
-                lo=_point(mets[i], kk), hi=_point(mets[i + 1], kk), basin_lo=basins[i][kk], basin_hi=basins[i + 1][kk]))
+    # ---- jumps -----------------------------------------------------------------------------------
+    transitions = detect_transitions(strengths, alphas, cps, mets, basins, config)
     if transitions and config.bisect:
         _bisect(land, transitions, ref, seeds, config, rec, progress)
     live = [t for t in transitions if t.confirmed is not False]
     if live and config.fold_check:
         for t in live:
-            lo, _ = bottom_eigs(land, t.x_lo, k=1, subset=config.hessian_subset, num_iter=config.hessian_iter)
-            t.fold_min_eig = float(lo[0])
+            fold_check(land, t, config)
     if live and config.saddles:
         for j, t in enumerate(live):
             _saddle_at(land, t, config)
@@ -463,98 +453,196 @@ def run_probe(land, start, ref=None, config: ProbeConfig | None = None, *, stren
 
     spectra = None
     if config.hessian_k > 0:
-        frames = []
-        for kk in members:
-            idx = list(range(0, n, config.hessian_every))
-            sp = path_spectra(land, cps[idx, kk], k=config.hessian_k, num_iter=config.hessian_iter, subset=config.hessian_subset)
-            sp["member"] = kk
-            sp["index"] = idx
-            sp["strength"] = strengths[idx]
-            frames.append(sp.drop(columns=["point"]))
-        spectra = pd.concat(frames, ignore_index=True)
-
-    records = pd.concat(rec.frames, ignore_index=True)
-    if spectra is not None:
-        records = records.merge(spectra.drop(columns=["strength"]), on=["member", "index"], how="left")
-        records.loc[records["phase"] != "probe", [c for c in spectra.columns if c.startswith("hess_")]] = np.nan
+        spectra = pd.concat([member_spectra(land, cps[:, kk], kk, strengths, config) for kk in members], ignore_index=True)
+    records = merge_spectra(pd.concat(rec.frames, ignore_index=True), spectra)
     return ProbeResult(records=records, checkpoints=cps, strengths=strengths, alphas=alphas, convention=config.convention,
                        start=start, ref=ref, transitions=transitions, basins=basins, grad_evals=gevals,
                        seconds=time.perf_counter() - t0, labels=labels, spectra=spectra)
+
+
+def detect_transitions(strengths, alphas, cps: np.ndarray, mets: list[dict], basins: list[list[tuple]],
+                       config: ProbeConfig) -> list[ProbeTransition]:
+    """The jumps of every member along the grid (:func:`find_jumps`), as unbisected transitions.
+
+    **Arguments:**
+
+    - `strengths`, `alphas`: the grid (``config.convention`` and canonical).
+    - `cps`: the checkpoints ``(n, K, P)``.
+    - `mets`: per grid point, the members' metrics (with ``dist``).
+    - `basins`: per grid point, the members' basins.
+    - `config`: the probe's settings (``min_jump``, ``k_sigma``).
+
+    **Returns:** the transitions, by member then grid index.
+    """
+    dist = np.stack([m["dist"] for m in mets])
+    loss = np.stack([m["loss"] for m in mets])
+    out: list[ProbeTransition] = []
+    for kk in range(cps.shape[1]):
+        for i in find_jumps(alphas, loss[:, kk], dist[:, kk], min_jump=config.min_jump, k_sigma=config.k_sigma):
+            out.append(ProbeTransition(
+                member=kk, index=i, strength_lo=float(strengths[i]), strength_hi=float(strengths[i + 1]),
+                alpha_lo=float(alphas[i]), alpha_hi=float(alphas[i + 1]), x_lo=cps[i, kk].copy(), x_hi=cps[i + 1, kk].copy(),
+                lo=_point(mets[i], kk), hi=_point(mets[i + 1], kk), basin_lo=basins[i][kk], basin_hi=basins[i + 1][kk]))
+    return out
+
+
+def fold_check(land, t: ProbeTransition, config: ProbeConfig) -> None:
+    """The bottom eigenvalue of grad^2 E at the pre-jump model (``t.fold_min_eig``), to set next
+    to the fold condition ``-2 alpha``."""
+    lo, _ = bottom_eigs(land, t.x_lo, k=1, subset=config.hessian_subset, num_iter=config.hessian_iter)
+    t.fold_min_eig = float(lo[0])
+
+
+def member_spectra(land, cps_member: np.ndarray, member: int, strengths, config: ProbeConfig) -> pd.DataFrame:
+    """Hessian spectra of E at every ``hessian_every``-th checkpoint of one member (``(n, P)``)."""
+    n = len(cps_member)
+    idx = list(range(0, n, config.hessian_every))
+    sp = path_spectra(land, cps_member[idx], k=config.hessian_k, num_iter=config.hessian_iter, subset=config.hessian_subset)
+    sp["member"] = member
+    sp["index"] = idx
+    sp["strength"] = np.asarray(strengths)[idx]
+    return sp.drop(columns=["point"])
+
+
+def merge_spectra(records: pd.DataFrame, spectra: pd.DataFrame | None) -> pd.DataFrame:
+    """The probe records with the spectra's ``hess_*`` columns on the probe rows (NaN elsewhere)."""
+    if spectra is None:
+        return records
+    records = records.merge(spectra.drop(columns=["strength"]), on=["member", "index"], how="left")
+    records.loc[records["phase"] != "probe", [c for c in spectra.columns if c.startswith("hess_")]] = np.nan
+    return records
 
 
 def _float_floor(land) -> type:
     return np.float64 if land.np_dtype == np.float64 else np.float32
 
 
-def _bisect(land, transitions: list[Transition], ref, seeds, config: ProbeConfig, rec: _Recorder, progress) -> None:
-    """Bisection of every bracket at once (one ensemble of all jumps): lo/hi models refined in place."""
+@dataclass
+class BisectWork:
+    """The bisection of a set of brackets (one ensemble of all jumps), between steps.
+
+    ``jobs`` are the transitions being refined in place; ``active`` the ones still bisected;
+    ``updated`` / ``jumped`` say, for the last step, which jobs got a new midpoint and on which
+    side of the jump it fell. The rest is fixed at the start.
+    """
+
+    jobs: list
+    n_steps: int
+    widths: np.ndarray
+    init_gap: list
+    init_lo: list
+    active: np.ndarray
+    jref: np.ndarray
+    jseeds: list
+    tol_alpha: float
+    updated: np.ndarray = None
+    jumped: np.ndarray = None
+
+
+def bisect_start(transitions: list[ProbeTransition], ref, seeds, config: ProbeConfig) -> BisectWork:
+    """The bisection of every bracket of ``transitions`` before its first step.
+
+    **Arguments:**
+
+    - `transitions`: the unbisected transitions (refined in place by :func:`bisect_step`).
+    - `ref`: the members' references ``(K, P)``; `seeds`: the members' seeds.
+    - `config`: the probe's settings (``bisect_tol``, ``bisect_max_steps``).
+
+    **Returns:** a :class:`BisectWork` whose ``n_steps`` is the most steps the bisection takes.
+    """
     jobs = transitions
-    J = len(jobs)
-    to_strength = (lambda a: conventions.from_alpha(a, config.convention))
     tol_alpha = float(conventions.to_alpha(config.bisect_tol, config.convention))
     widths = np.array([t.alpha_hi - t.alpha_lo for t in jobs])
     n_steps = int(min(config.bisect_max_steps, max(0, math.ceil(math.log2(max(widths.max(), tol_alpha) / tol_alpha)))))
-    fdt = _float_floor(land)
     init_gap = [(abs(t.hi["train_error"] - t.lo["train_error"]), abs(t.hi["dist"] - t.lo["dist"])) for t in jobs]
     init_lo = [(t.alpha_lo, t.x_lo, t.lo) for t in jobs]  # the grid point before the jump (a regular point)
-    active = np.ones(J, bool)
-    jref = np.stack([ref[t.member] for t in jobs])
-    jseeds = [seeds[t.member] for t in jobs]
-    for s in range(n_steps):
-        lo_a = np.array([t.alpha_lo for t in jobs])
-        hi_a = np.array([t.alpha_hi for t in jobs])
-        mid = 0.5 * (lo_a + hi_a)
-        # stop a job when its bracket is below tolerance or the midpoint is no longer representable
-        distinct = (fdt(mid) != fdt(lo_a)) & (fdt(mid) != fdt(hi_a))
-        active &= ((hi_a - lo_a) > tol_alpha) & distinct
-        if not active.any():
-            break
-        xs = np.stack([t.x_lo for t in jobs])
-        res = land.minimise(xs, mid, jref, step=100000 + s, seeds=jseeds)
-        res.metrics["dist"] = np.linalg.norm(res.x.astype(np.float64) - jref.astype(np.float64), axis=1)
-        b = land.basins(res.x, res.metrics)
-        jumped = np.zeros(J, bool)
-        for j, t in enumerate(jobs):
-            if not active[j]:
-                continue
-            t.grad_evals += float(res.grad_evals[j])
-            t.bisect_steps += 1
-            p = _point(res.metrics, j)
-            da, db = _sig_distance(p, t.lo, t.hi)
-            jumped[j] = db < da
-            if jumped[j]:
-                t.hi_models.append((t.alpha_hi, t.x_hi))
-                t.alpha_hi, t.x_hi, t.hi, t.basin_hi = float(mid[j]), res.x[j].copy(), p, b[j]
-            else:
-                t.lo_models.append((t.alpha_lo, t.x_lo))
-                t.alpha_lo, t.x_lo, t.lo, t.basin_lo = float(mid[j]), res.x[j].copy(), p, b[j]
-            if t.bisect_steps >= 4 and not _gap_kept(t, *init_gap[j], keep=4.0 * (t.alpha_hi - t.alpha_lo) / widths[j]):
-                active[j] = False  # the gap closes like the bracket: a steep but continuous change, not a fold
-        sel = np.flatnonzero(active)
-        if len(sel):
-            sub = type(res)(x=res.x[sel], metrics={kk: np.asarray(v)[sel] for kk, v in res.metrics.items()},
-                            grad_evals=res.grad_evals[sel], steps=res.steps[sel], stop=[res.stop[j] for j in sel] if res.stop else [])
-            rec.rows("bisect", s, [jobs[j].index for j in sel], to_strength(mid[sel]) * np.ones(len(sel)), mid[sel],
-                     [jobs[j].member for j in sel], sub, res.x[sel], jref[sel], [b[j] for j in sel],
-                     extra={"jumped": [bool(jumped[j]) for j in sel]})
-        if progress:
-            progress("bisect", s + 1, n_steps)
-    # the noise floor: retrain the grid's pre-jump model (a regular point, away from the fold where
-    # convergence slows down) at its own strength with another minibatch order
+    J = len(jobs)
+    return BisectWork(jobs=jobs, n_steps=n_steps, widths=widths, init_gap=init_gap, init_lo=init_lo, active=np.ones(J, bool),
+                      jref=np.stack([ref[t.member] for t in jobs]), jseeds=[seeds[t.member] for t in jobs], tol_alpha=tol_alpha,
+                      updated=np.zeros(J, bool), jumped=np.zeros(J, bool))
+
+
+def bisect_step(land, work: BisectWork, s: int, config: ProbeConfig, rec: _Recorder) -> bool:
+    """Step ``s`` of the bisection: every active bracket halved at once (one ensemble).
+
+    **Returns:** False when no bracket was left to halve (nothing was trained), else True.
+    """
+    jobs, J = work.jobs, len(work.jobs)
+    to_strength = (lambda a: conventions.from_alpha(a, config.convention))
+    fdt = _float_floor(land)
+    active, widths, jref = work.active, work.widths, work.jref
+    lo_a = np.array([t.alpha_lo for t in jobs])
+    hi_a = np.array([t.alpha_hi for t in jobs])
+    mid = 0.5 * (lo_a + hi_a)
+    # stop a job when its bracket is below tolerance or the midpoint is no longer representable
+    distinct = (fdt(mid) != fdt(lo_a)) & (fdt(mid) != fdt(hi_a))
+    active &= ((hi_a - lo_a) > work.tol_alpha) & distinct
+    work.updated = active.copy()
+    work.jumped = np.zeros(J, bool)
+    if not active.any():
+        return False
+    xs = np.stack([t.x_lo for t in jobs])
+    res = land.minimise(xs, mid, jref, step=100000 + s, seeds=work.jseeds)
+    res.metrics["dist"] = np.linalg.norm(res.x.astype(np.float64) - jref.astype(np.float64), axis=1)
+    b = land.basins(res.x, res.metrics)
+    jumped = work.jumped
+    for j, t in enumerate(jobs):
+        if not active[j]:
+            continue
+        t.grad_evals += float(res.grad_evals[j])
+        t.bisect_steps += 1
+        p = _point(res.metrics, j)
+        da, db = _sig_distance(p, t.lo, t.hi)
+        jumped[j] = db < da
+        if jumped[j]:
+            t.hi_models.append((t.alpha_hi, t.x_hi))
+            t.alpha_hi, t.x_hi, t.hi, t.basin_hi = float(mid[j]), res.x[j].copy(), p, b[j]
+        else:
+            t.lo_models.append((t.alpha_lo, t.x_lo))
+            t.alpha_lo, t.x_lo, t.lo, t.basin_lo = float(mid[j]), res.x[j].copy(), p, b[j]
+        if t.bisect_steps >= 4 and not _gap_kept(t, *work.init_gap[j], keep=4.0 * (t.alpha_hi - t.alpha_lo) / widths[j]):
+            active[j] = False  # the gap closes like the bracket: a steep but continuous change, not a fold
+    sel = np.flatnonzero(active)
+    if len(sel):
+        sub = type(res)(x=res.x[sel], metrics={kk: np.asarray(v)[sel] for kk, v in res.metrics.items()},
+                        grad_evals=res.grad_evals[sel], steps=res.steps[sel], stop=[res.stop[j] for j in sel] if res.stop else [])
+        rec.rows("bisect", s, [jobs[j].index for j in sel], to_strength(mid[sel]) * np.ones(len(sel)), mid[sel],
+                 [jobs[j].member for j in sel], sub, res.x[sel], jref[sel], [b[j] for j in sel],
+                 extra={"jumped": [bool(jumped[j]) for j in sel]})
+    return True
+
+
+def bisect_finish(land, work: BisectWork, config: ProbeConfig) -> None:
+    """The noise floor and the verdict: retrain the grid's pre-jump model (a regular point, away
+    from the fold where convergence slows down) at its own strength with another minibatch
+    order, then confirm each jump whose gap outlived the bracket and the noise."""
+    to_strength = (lambda a: conventions.from_alpha(a, config.convention))
+    jobs, init_lo, jref = work.jobs, work.init_lo, work.jref
     xs = np.stack([x for _, x, _ in init_lo])
-    res = land.minimise(xs, np.array([a for a, _, _ in init_lo]), jref, step=300000, seeds=jseeds)
+    res = land.minimise(xs, np.array([a for a, _, _ in init_lo]), jref, step=300000, seeds=work.jseeds)
     dn = np.linalg.norm(res.x.astype(np.float64) - jref.astype(np.float64), axis=1)
-    for j, (t, (ge, gr)) in enumerate(zip(jobs, init_gap)):
+    for j, (t, (ge, gr)) in enumerate(zip(jobs, work.init_gap)):
         t.grad_evals += float(res.grad_evals[j])
         t.noise_error = abs(float(res.metrics["train_error"][j]) - init_lo[j][2]["train_error"])
         t.noise_dist = abs(float(dn[j]) - init_lo[j][2]["dist"])
         t.strength_lo = float(to_strength(t.alpha_lo))
         t.strength_hi = float(to_strength(t.alpha_hi))
-        keep = max(0.05, 4.0 * (t.alpha_hi - t.alpha_lo) / widths[j])
+        keep = max(0.05, 4.0 * (t.alpha_hi - t.alpha_lo) / work.widths[j])
         t.confirmed = _gap_kept(t, ge, gr, keep=keep, noise=(t.noise_error, t.noise_dist))
 
 
-def _gap_kept(t: Transition, ge: float, gr: float, keep: float, noise=(0.0, 0.0)) -> bool:
+def _bisect(land, transitions: list[ProbeTransition], ref, seeds, config: ProbeConfig, rec: _Recorder, progress) -> None:
+    """Bisection of every bracket at once (one ensemble of all jumps): lo/hi models refined in place."""
+    work = bisect_start(transitions, ref, seeds, config)
+    for s in range(work.n_steps):
+        if not bisect_step(land, work, s, config, rec):
+            break
+        if progress:
+            progress("bisect", s + 1, work.n_steps)
+    bisect_finish(land, work, config)
+
+
+def _gap_kept(t: ProbeTransition, ge: float, gr: float, keep: float, noise=(0.0, 0.0)) -> bool:
     """A fold keeps a finite gap (in E or in the distance to w_ref) while its bracket shrinks:
     at least ``keep`` of the grid step's gap (four times the bracket's shrink factor, and at least
     5 %; a continuous change shrinks like the bracket) and three times the retraining noise."""
@@ -565,7 +653,7 @@ def _gap_kept(t: Transition, ge: float, gr: float, keep: float, noise=(0.0, 0.0)
     return bool(ok_e or ok_r)
 
 
-def _saddle_at(land, t: Transition, config: ProbeConfig) -> None:
+def _saddle_at(land, t: ProbeTransition, config: ProbeConfig) -> None:
     """Refine the saddle of E from the highest-error point of the jump segment x_lo -> x_hi."""
     w = np.linspace(0.0, 1.0, max(int(config.saddle_points), 3))
     seg = ((1 - w)[:, None] * t.x_lo.astype(np.float64) + w[:, None] * t.x_hi.astype(np.float64)).astype(land.np_dtype)
@@ -578,10 +666,10 @@ def _saddle_at(land, t: Transition, config: ProbeConfig) -> None:
                              max_step=max_step)
 
 
-def _excursions(land, live: list[Transition], ref, seeds, config: ProbeConfig, rec: _Recorder, basins, strengths, alphas,
-                progress) -> None:
-    """Raise beta ``excursion_up`` grid steps past each jump, then walk back down to the grid's start."""
-    J = len(live)
+def excursion_schedule(live: list[ProbeTransition], config: ProbeConfig, alphas) -> tuple[np.ndarray, list[int]]:
+    """The excursions' walks: ``excursion_up`` grid steps up past each jump, then back down to
+    the grid's start. **Returns:** ``(sched (L, J) canonical alphas, lengths)`` (a shorter walk
+    repeats its last strength; ``L`` is 0 when there is nothing to walk)."""
     scheds = []
     for t in live:
         i_hi = t.index + 1
@@ -589,31 +677,38 @@ def _excursions(land, live: list[Transition], ref, seeds, config: ProbeConfig, r
         up = list(range(i_hi + 1, top + 1))
         down = list(range(top - 1, -1, -1))
         scheds.append([float(alphas[i]) for i in up + down])
-    L = max(len(s) for s in scheds)
+    L = max((len(s) for s in scheds), default=0)
     if L == 0:
-        return
+        return np.zeros((0, len(live))), [len(s) for s in scheds]
     sched = np.array([s + [s[-1]] * (L - len(s)) for s in scheds]).T  # (L, J)
-    x = np.stack([t.x_hi for t in live])
+    return sched, [len(s) for s in scheds]
+
+
+def excursion_step(land, x: np.ndarray, s: int, sched: np.ndarray, lengths: Sequence[int], live: list[ProbeTransition], ref, seeds,
+                   config: ProbeConfig, rec: _Recorder):
+    """Step ``s`` of every excursion at once (warm-started from ``x``, ``(J, P)``).
+
+    **Returns:** ``(x, train_error (J,), basins, grad_evals (J,) of the walks still going)``.
+    """
+    J = len(live)
     jref = np.stack([ref[t.member] for t in live])
     jseeds = [seeds[t.member] for t in live]
-    errs = np.zeros((L, J))
-    labs: list[list] = []
-    ge = np.zeros(J)
-    for s in range(L):
-        res = land.minimise(x, sched[s], jref, step=200000 + s, seeds=jseeds)
-        x = res.x
-        res.metrics["dist"] = np.linalg.norm(x.astype(np.float64) - jref.astype(np.float64), axis=1)
-        b = land.basins(x, res.metrics)
-        live_now = np.array([s < len(sc) for sc in scheds])
-        ge += np.where(live_now, res.grad_evals, 0)
-        errs[s] = res.metrics["train_error"]
-        labs.append(b)
-        st = conventions.from_alpha(sched[s], config.convention) * np.ones(J)
-        rec.rows("excursion", s, [t.index for t in live], st, sched[s], [t.member for t in live], res, x, jref, b)
-        if progress:
-            progress("excursion", s + 1, L)
+    res = land.minimise(x, sched[s], jref, step=200000 + s, seeds=jseeds)
+    x = res.x
+    res.metrics["dist"] = np.linalg.norm(x.astype(np.float64) - jref.astype(np.float64), axis=1)
+    b = land.basins(x, res.metrics)
+    live_now = np.array([s < n for n in lengths])
+    st = conventions.from_alpha(sched[s], config.convention) * np.ones(J)
+    rec.rows("excursion", s, [t.index for t in live], st, sched[s], [t.member for t in live], res, x, jref, b)
+    return x, np.asarray(res.metrics["train_error"]), b, np.where(live_now, res.grad_evals, 0)
+
+
+def excursion_finish(live: list[ProbeTransition], sched: np.ndarray, lengths: Sequence[int], errs: np.ndarray, labs: list,
+                     ge: np.ndarray, start_basins: Sequence, config: ProbeConfig) -> None:
+    """Where every walk ended: each transition's :class:`Excursion` (``errs`` ``(L, J)``, ``labs``
+    the basins per step, ``ge`` the walks' gradient evaluations, ``start_basins`` per member)."""
     for j, t in enumerate(live):
-        m = len(scheds[j])
+        m = lengths[j]
         seq = [labs[s][j] for s in range(m)]
         end = seq[-1] if seq else t.basin_hi
         ret = float("nan")
@@ -623,5 +718,26 @@ def _excursions(land, live: list[Transition], ref, seeds, config: ProbeConfig, r
                 break
         t.excursion = Excursion(
             strengths=np.asarray(conventions.from_alpha(sched[:m, j], config.convention), np.float64).reshape(-1),
-            errors=errs[:m, j], basins=seq, end_basin=end, start_basin=basins[0][t.member], pre_basin=t.basin_lo,
+            errors=errs[:m, j], basins=seq, end_basin=end, start_basin=start_basins[t.member], pre_basin=t.basin_lo,
             returned=bool(end == t.basin_lo), return_strength=ret, grad_evals=float(ge[j]))
+
+
+def _excursions(land, live: list[ProbeTransition], ref, seeds, config: ProbeConfig, rec: _Recorder, basins, strengths, alphas,
+                progress) -> None:
+    """Raise beta ``excursion_up`` grid steps past each jump, then walk back down to the grid's start."""
+    sched, lengths = excursion_schedule(live, config, alphas)
+    L, J = sched.shape
+    if L == 0:
+        return
+    x = np.stack([t.x_hi for t in live])
+    errs = np.zeros((L, J))
+    labs: list[list] = []
+    ge = np.zeros(J)
+    for s in range(L):
+        x, e, b, g = excursion_step(land, x, s, sched, lengths, live, ref, seeds, config, rec)
+        ge += g
+        errs[s] = e
+        labs.append(b)
+        if progress:
+            progress("excursion", s + 1, L)
+    excursion_finish(live, sched, lengths, errs, labs, ge, basins[0], config)

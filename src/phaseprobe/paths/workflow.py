@@ -1,11 +1,12 @@
 """End-to-end path experiments behind ``phaseprobe connect`` and ``phaseprobe basins``.
 
-* :func:`connect` -- minima (from a sweep run folder, or fresh seeds trained first), the L2
+* :func:`connect` -- runs the ``connect`` experiment kind (:mod:`phaseprobe.paths.kind`) and
+  :func:`analyse_connect`: minima (from a sweep run folder, or fresh seeds trained first), the L2
   probe between every requested pair (ONE ensemble, member k starts at ``a_k`` with
   ``w_ref = b_k``), linear interpolation and trained Bezier curves on the same pairs (one
   ensemble), dense evaluation of every path, barriers, lengths and gradient evaluations, saddles
   at the probe's jumps; tables, figures and a report section in the run folder.
-* :func:`basins` -- the basin hierarchy: probes with ``w_ref = 0`` from trained minima (one
+* :func:`basins` -- runs the ``basins`` kind and :func:`analyse_basins`: the basin hierarchy: probes with ``w_ref = 0`` from trained minima (one
   ensemble over seeds), bisected transitions, saddles, excursions, then *nested* probes from
   the start model toward every transition model (``w_ref = T_k``); the graph of basins
   (class sets) and saddles, drawn and tabulated.
@@ -19,9 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Optional, Union
 
 import jax
 import numpy as np
@@ -119,7 +119,11 @@ class PathSpec(DataModelSpec):
             if not Path(r).exists():
                 raise SpecError(f"run: folder '{r}' does not exist; give a `phaseprobe sweep --out` folder")
         if self.run:
-            check_runs(self.run)
+            if self.run_seeds is not None:
+                check_seeds(self.run_seeds, "run_seeds", example="[0, 1]")
+            # the minima the run folders must hold (reads spec.json and the final records only)
+            n = _n_minima(self) if kind == "connect" else (len(self.run_seeds) if self.run_seeds else 1)
+            load_minima(self.run, seeds=self.run_seeds, n=n)
         if self.pairs is not None:
             for p in self.pairs:
                 if len(p) != 2 or p[0] == p[1] or min(p) < 0:
@@ -135,29 +139,55 @@ class PathSpec(DataModelSpec):
         return check_seeds(self.seeds, example="[0, 1]")
 
 
+class ConnectSpec(PathSpec):
+    """The spec of a ``connect`` run (a :class:`PathSpec` checked for connect)."""
+
+    def check(self, kind: str = "connect") -> "ConnectSpec":
+        return super().check(kind)
+
+
+class BasinsSpec(PathSpec):
+    """The spec of a ``basins`` run (a :class:`PathSpec` checked for basins)."""
+
+    def check(self, kind: str = "basins") -> "BasinsSpec":
+        return super().check(kind)
+
+
 def make_path_spec(data: dict, kind: str) -> PathSpec:
+    """A checked spec of ``kind`` (``connect`` or ``basins``) from a dict; one-line errors.
+
+    **Arguments:**
+
+    - `data`: the spec's fields.
+    - `kind`: ``"connect"`` or ``"basins"``.
+
+    **Returns:** a :class:`ConnectSpec` or :class:`BasinsSpec`.
+    """
+    cls = ConnectSpec if kind == "connect" else BasinsSpec
     try:
-        return PathSpec(**data).check(kind)
+        return cls(**data).check(kind)
     except ValidationError as e:
         raise SpecError(validation_message(e, kind)) from None
 
 
-def load_spec_file(path: str | Path, kind: str) -> dict:
+def load_path_spec_file(path: str | Path, kind: str) -> dict:
+    """The ``[kind]`` table of a TOML spec file as a dict (``kind``: connect or basins)."""
     return read_toml_spec(path, kind)
 
 
 # ---------------------------------------------------------------------------------------------
 # minima
 # ---------------------------------------------------------------------------------------------
-def landscape_for(spec: PathSpec, *, sweep_spec=None):
-    """(SweepContext, NetworkLandscape) for the spec's data and model (or a run's sweep spec)."""
+def landscape_for(spec: PathSpec, *, sweep_spec=None, dataset=None):
+    """(SweepContext, NetworkLandscape) for the spec's data and model (or a run's sweep spec);
+    ``dataset`` reuses a loaded dataset."""
     from phaseprobe.paths.landscape import NetworkLandscape
     from phaseprobe.sweep.run import SweepContext
     from phaseprobe.sweep.spec import make_spec
     from phaseprobe.train import TrainConfig
 
     sp = make_spec(spec.sweep_part()) if sweep_spec is None else sweep_spec
-    ctx = SweepContext(sp)
+    ctx = SweepContext(sp, dataset=dataset)
     cfg = TrainConfig(loss=sp.loss, optimizer="adam", lr=spec.lr, batch_size=spec.batch_size, epochs=spec.epochs,
                       patience=spec.patience, penalty_on="all")
     one = ctx.make_one(jax.random.PRNGKey(0))
@@ -339,42 +369,87 @@ def _grid(spec: PathSpec) -> np.ndarray:
     return np.asarray(parse_grid(spec.strengths, field="strengths"), np.float64)
 
 
-class _Store:
-    """Write probe pieces (records + checkpoint) into a run folder as they finish."""
-
-    def __init__(self, out: Path, spec: PathSpec, kind: str, prefix: str = ""):
-        from phaseprobe.store import RunStore
-
-        self.store = RunStore(out)
-        self.prefix = prefix
-        self.store.init(spec.model_dump(), spec.hash(), kind=kind)
-
-    def on_step(self, phase, step, df, x):
-        self.store.write_piece(f"{self.prefix}{phase}-s{step:06d}", df, {"x": np.asarray(x)})
-
-
 # ---------------------------------------------------------------------------------------------
-# connect
+# the runs (the experiment pipeline) and their analysis
 # ---------------------------------------------------------------------------------------------
-def connect(spec: PathSpec, out: str | Path, *, progress: Callable | None = None, figures: bool = True) -> dict:
-    """Probe, linear and Bezier paths between pairs of minima; returns tables and figure paths."""
-    from phaseprobe.paths.baselines import fit_bezier
+def connect(spec: PathSpec, out: str | Path, *, progress=None, figures: bool = True, engine=None) -> dict:
+    """Run (or resume) ``connect`` into ``out`` and analyse it: probe, linear and Bezier paths
+    between pairs of minima.
+
+    **Arguments:**
+
+    - `spec`: a checked spec (:func:`make_path_spec` with ``"connect"``).
+    - `out`: the run folder (rerun with the same spec to resume).
+    - `progress`: a :class:`phaseprobe.progress.ProgressReporter` (default: silent).
+    - `figures`: write the figures and the report section.
+    - `engine`: where the units run (``phaseprobe.engine.get_engine``; default this process).
+
+    **Returns:** :func:`analyse_connect`'s dict.
+    """
+    from phaseprobe.experiment import run_experiment
+    from phaseprobe.paths.kind import CONNECT
+
+    run_experiment(CONNECT, spec if isinstance(spec, ConnectSpec) else ConnectSpec(**spec.model_dump()), out,
+                   engine=engine, progress=progress)
+    return analyse_connect(out, figures=figures)
+
+
+def basins(spec: PathSpec, out: str | Path, *, progress=None, figures: bool = True, engine=None) -> dict:
+    """Run (or resume) ``basins`` into ``out`` and analyse it (see :func:`connect` for the
+    arguments); **Returns:** :func:`analyse_basins`'s dict."""
+    from phaseprobe.experiment import run_experiment
+    from phaseprobe.paths.kind import BASINS
+
+    run_experiment(BASINS, spec if isinstance(spec, BasinsSpec) else BasinsSpec(**spec.model_dump()), out,
+                   engine=engine, progress=progress)
+    return analyse_basins(out, figures=figures)
+
+
+def _stored_run(run_dir, kind: str):
+    from phaseprobe.paths.kind import PathContext, make_path_spec_loose
+    from phaseprobe.store import RunStore
+
+    store = RunStore(run_dir)
+    meta = store.meta()
+    if meta.get("kind") != kind:
+        raise PathError(f"run: '{run_dir}' holds a {meta.get('kind')} run, not {kind}; give a `phaseprobe {kind} --out` folder")
+    spec = make_path_spec_loose(meta["spec"], kind)
+    return store, spec, PathContext(spec)
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    from phaseprobe.store.run_store import _atomic_write_bytes
+
+    _atomic_write_bytes(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def analyse_connect(run_dir: str | Path, figures: bool = True) -> dict:
+    """Dense evaluation of every path of a stored connect run, tables, figures and report.
+
+    **Arguments:**
+
+    - `run_dir`: a finished ``connect`` run folder.
+    - `figures`: write ``paths.png``, ``probe.png`` and the report section.
+
+    **Returns:** a dict with ``summary``, ``transitions`` (frames), ``probe`` (the
+    :class:`~phaseprobe.paths.probe.ProbeResult`), ``evals``, ``bezier``, ``labels``, ``pairs``,
+    ``strengths``, ``info``, ``land``, ``seconds`` and ``figures``.
+    """
+    from phaseprobe.paths import pieces as P
+    from phaseprobe.paths.baselines import BezierResult
+    from phaseprobe.paths.kind import minima_info, probe_inputs, read_minima
     from phaseprobe.paths.metrics import evaluate_bezier, evaluate_linear, evaluate_polyline
-    from phaseprobe.paths.probe import run_probe
+    from phaseprobe.store import save_frame_csv
 
-    out = Path(out)
-    t_all = time.perf_counter()
-    ctx, land, minima, labels, info = get_minima(spec, _n_minima(spec), progress)
-    pairs = _pairs(spec, len(minima))
-    a = minima[[p[0] for p in pairs]]
-    b = minima[[p[1] for p in pairs]]
-    names = [f"{labels[i]}->{labels[j]}" for i, j in pairs]
-    strengths = auto_strengths(spec, a, b) if str(spec.strengths).strip() == "auto" else _grid(spec)
-    store = _Store(out, spec, "connect")
-    cfg = probe_config(spec, strengths)
-    t0 = time.perf_counter()
-    res = run_probe(land, a, b, cfg, seeds=list(range(len(pairs))), labels=names, on_step=store.on_step, progress=progress)
-    t_probe = time.perf_counter() - t0
+    out = Path(run_dir)
+    store, spec, pctx = _stored_run(out, "connect")
+    land = pctx.land
+    _, labels, mins = read_minima(store)
+    inp = probe_inputs(spec, "connect", store, "")
+    pairs, names = inp.extra["pairs"], inp.extra["names"]
+    a, b = inp.start, inp.ref
+    res = P.probe_result(store, P.read_probe(store, inp))
+    t_probe = res.seconds
     evals = []
     for k, name in enumerate(names):
         v, marks = res.path_vertices(k, saddles=True, to_ref=True)
@@ -385,21 +460,13 @@ def connect(spec: PathSpec, out: str | Path, *, progress: Callable | None = None
             evals.append(evaluate_polyline(land, v, "probe+saddle", n_points=spec.n_points, grad_evals=res.total_grad_evals(k),
                                            seconds=t_probe / len(names), marks=marks, pair=name))
         evals.append(evaluate_linear(land, a[k], b[k], n_points=spec.n_points, pair=name))
-        if progress:
-            progress("evaluating paths", k + 1, len(names))
     bez = None
     if spec.bezier:
-        from dataclasses import replace
-
-        bcfg = replace(land.config, epochs=spec.bezier_epochs, patience=spec.bezier_patience)
-        t0 = time.perf_counter()
-
-        def on_chunk(c):
-            return {"barrier": [evaluate_bezier(land, a[k], c[k], b[k], n_points=spec.n_points).barrier for k in range(len(names))]}
-
-        bez = fit_bezier(land, a, b, epochs=spec.bezier_epochs, config=bcfg, seeds=list(range(len(pairs))),
-                         chunk_epochs=spec.bezier_chunk, on_chunk=on_chunk if spec.bezier_chunk else None)
-        t_bez = time.perf_counter() - t0
+        arr = store.load_params(P.BEZIER_PIECE)
+        hist = pd.read_parquet(store.records_dir / f"{P.BEZIER_PIECE}.parquet")
+        t_bez = float(hist["seconds"].iloc[0]) if len(hist) else float("nan")
+        bez = BezierResult(control=arr["control"], grad_evals=arr["grad_evals"], epochs=arr["epochs"], seconds=t_bez,
+                           history=hist.drop(columns=["seconds", "piece"], errors="ignore").to_dict("records"))
         for k, name in enumerate(names):
             evals.append(evaluate_bezier(land, a[k], bez.control[k], b[k], n_points=spec.n_points, grad_evals=float(bez.grad_evals[k]),
                                          seconds=t_bez / len(names), pair=name))
@@ -408,25 +475,29 @@ def connect(spec: PathSpec, out: str | Path, *, progress: Callable | None = None
                                                  if e.method.startswith("probe") else np.nan for e in evals])
     dense = pd.concat([e.frame() for e in evals], ignore_index=True)
     trans = res.transitions_frame()
-    dense.to_parquet(out / "paths.parquet", index=False)
-    summary.to_csv(out / "paths_summary.csv", index=False)
-    trans.to_csv(out / "transitions.csv", index=False)
+    _write_parquet(dense, out / "paths.parquet")
+    save_frame_csv(summary, out / "paths_summary.csv")
+    save_frame_csv(trans, out / "transitions.csv")
     _save_transition_models(out, res, names)
+    seconds = sum(float(g["seconds"].iloc[0]) for _, g in store.load_records().groupby("piece"))
     result = {"summary": summary, "transitions": trans, "probe": res, "evals": evals, "bezier": bez, "labels": labels,
-              "pairs": pairs, "strengths": strengths, "info": info, "land": land, "seconds": time.perf_counter() - t_all}
+              "pairs": pairs, "strengths": inp.strengths, "info": minima_info(mins), "land": land, "seconds": seconds,
+              "records": store.load_records()}
     if figures:
-        result["figures"] = _connect_figures(out, spec, result, ctx)
+        result["figures"] = _connect_figures(out, spec, result, pctx.sweep_ctx)
     return result
 
 
 def _save_transition_models(out: Path, res, names) -> None:
+    from phaseprobe.store.run_store import _atomic_write_bytes
+
     d = out / "transition_models"
     d.mkdir(exist_ok=True)
     for t in res.transitions:
         arrays = {"x_lo": t.x_lo, "x_hi": t.x_hi, "strength_lo": np.float64(t.strength_lo), "strength_hi": np.float64(t.strength_hi)}
         if t.saddle is not None:
             arrays["saddle"] = t.saddle.x
-        np.savez_compressed(d / f"m{t.member:02d}-i{t.index:04d}.npz", **arrays)
+        _atomic_write_bytes(d / f"m{t.member:02d}-i{t.index:04d}.npz", lambda tmp, a=arrays: np.savez_compressed(tmp, **a))
 
 
 def _connect_figures(out: Path, spec: PathSpec, result: dict, ctx) -> list[Path]:
@@ -449,53 +520,46 @@ def _connect_figures(out: Path, spec: PathSpec, result: dict, ctx) -> list[Path]
     return [f1, f2]
 
 
-# ---------------------------------------------------------------------------------------------
-# basins
-# ---------------------------------------------------------------------------------------------
-def basins(spec: PathSpec, out: str | Path, *, progress: Callable | None = None, figures: bool = True) -> dict:
-    """Probes with w_ref = 0 (seeds ensemble), transitions, saddles, excursions, nested probes; the basin graph."""
-    from phaseprobe.paths.basins import build_basin_graph
-    from phaseprobe.paths.probe import run_probe
+def analyse_basins(run_dir: str | Path, figures: bool = True) -> dict:
+    """The basin graph of a stored basins run (probe toward 0, nested probes), tables, figures, report.
 
-    out = Path(out)
-    t_all = time.perf_counter()
-    n_min = len(spec.run_seeds) if (spec.run and spec.run_seeds) else (len(spec.seed_list()) if not spec.run else 1)
-    ctx, land, minima, labels, info = get_minima(spec, n_min, progress)
-    strengths = _grid(spec)
-    store = _Store(out, spec, "basins")
-    cfg = probe_config(spec, strengths)
-    res0 = run_probe(land, minima, None, cfg, seeds=list(range(len(minima))), labels=[f"{l} -> 0" for l in labels],
-                     on_step=store.on_step, progress=progress)
-    results = [res0]
-    names = ["ref0"]
+    **Arguments:**
+
+    - `run_dir`: a finished ``basins`` run folder.
+    - `figures`: write ``basins.png``, ``probe.png`` (``probe_nested.png``) and the report section.
+
+    **Returns:** a dict with ``graph``, ``nodes``, ``edges``, ``transitions``, ``probe``,
+    ``nested``, ``labels``, ``info``, ``land``, ``seconds`` and ``figures``.
+    """
+    from phaseprobe.paths import pieces as P
+    from phaseprobe.paths.basins import build_basin_graph
+    from phaseprobe.paths.kind import minima_info, probe_inputs, read_minima
+    from phaseprobe.store import save_frame_csv
+
+    out = Path(run_dir)
+    store, spec, pctx = _stored_run(out, "basins")
+    _, labels, mins = read_minima(store)
+    res0 = P.probe_result(store, P.read_probe(store, probe_inputs(spec, "basins", store, "")))
+    results, names = [res0], ["ref0"]
     nested = None
-    live = [t for t in res0.transitions if t.confirmed is not False]
-    if spec.nest and live:
-        # nesting: from each member's start model toward its transition models (post-jump side), one ensemble
-        targets = sorted(live, key=lambda t: (t.member, t.index))[: spec.max_nest]
-        starts = np.stack([minima[t.member] for t in targets])
-        refs = np.stack([t.x_hi for t in targets])
-        d2 = np.sum(np.square(starts.astype(np.float64) - refs.astype(np.float64)), axis=1)
-        amax = spec.auto_scale / float(np.min(d2))
-        grid = np.asarray(conventions.from_alpha(np.linspace(0.0, amax, spec.n_strengths + 1), spec.convention), np.float64).reshape(-1)
-        ncfg = probe_config(spec, grid, excursion=False)
-        st2 = _Store(out, spec, "basins", prefix="nest-")
-        nested = run_probe(land, starts, refs, ncfg, seeds=[100 + i for i in range(len(targets))],
-                           labels=[f"{labels[t.member]} -> T@{t.strength_c:.4g}" for t in targets], on_step=st2.on_step,
-                           progress=progress)
+    ninp = probe_inputs(spec, "basins", store, "nest-")
+    if ninp is not None:
+        nested = P.probe_result(store, P.read_probe(store, ninp))
         results.append(nested)
         names.append("nest")
     graph = build_basin_graph(results, names)
     nodes, edges = graph.nodes_frame(), graph.edges_frame()
     trans = pd.concat([r.transitions_frame().assign(probe=n) for r, n in zip(results, names)], ignore_index=True)
-    nodes.to_csv(out / "basin_nodes.csv", index=False)
-    edges.to_csv(out / "basin_edges.csv", index=False)
-    trans.to_csv(out / "transitions.csv", index=False)
+    save_frame_csv(nodes, out / "basin_nodes.csv")
+    save_frame_csv(edges, out / "basin_edges.csv")
+    save_frame_csv(trans, out / "transitions.csv")
     _save_transition_models(out, res0, labels)
+    recs = store.load_records()
+    seconds = sum(float(g["seconds"].iloc[0]) for _, g in recs.groupby("piece"))
     result = {"graph": graph, "nodes": nodes, "edges": edges, "transitions": trans, "probe": res0, "nested": nested,
-              "labels": labels, "info": info, "land": land, "seconds": time.perf_counter() - t_all}
+              "labels": labels, "info": minima_info(mins), "land": pctx.land, "seconds": seconds, "records": recs}
     if figures:
-        result["figures"] = _basins_figures(out, spec, result, ctx)
+        result["figures"] = _basins_figures(out, spec, result, pctx.sweep_ctx)
     return result
 
 
