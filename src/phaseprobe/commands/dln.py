@@ -137,7 +137,8 @@ def _reporter(out: Path):
 def _run_one(spec, out: Path, eng, no_figures: bool) -> None:
     from rich.table import Table
 
-    from phaseprobe.dynamics.kind import DLN, analyse_dln_run
+    from phaseprobe.dynamics.analysis import analyse_dln_run
+    from phaseprobe.dynamics.kind import DLN
     from phaseprobe.experiment import run_experiment
 
     te = spec.teacher
@@ -170,7 +171,8 @@ def _run_one(spec, out: Path, eng, no_figures: bool) -> None:
 def _run_phase_diagram(spec, out: Path, eng, no_figures: bool) -> None:
     from rich.table import Table
 
-    from phaseprobe.dynamics.kind import DLN_PHASE_GRID, analyse_dln_phase_grid, seed_means
+    from phaseprobe.dynamics.analysis import analyse_dln_phase_grid, seed_means
+    from phaseprobe.dynamics.kind import DLN_PHASE_GRID
     from phaseprobe.experiment import run_experiment
 
     g = spec.grid
@@ -200,7 +202,8 @@ def _run_phase_diagram(spec, out: Path, eng, no_figures: bool) -> None:
 def _run_escape(spec, out: Path, eng, no_figures: bool) -> None:
     from rich.table import Table
 
-    from phaseprobe.dynamics.kind import DLN_ESCAPE, analyse_dln_escape
+    from phaseprobe.dynamics.analysis import analyse_dln_escape
+    from phaseprobe.dynamics.kind import DLN_ESCAPE
     from phaseprobe.experiment import run_experiment
 
     es = spec.escape

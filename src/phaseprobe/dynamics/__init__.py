@@ -12,8 +12,11 @@ inputs and a teacher ``y = T x`` that is ``1/2 ||T - W_L...W_1||_F^2``. Time is 
 * :mod:`~phaseprobe.dynamics.plateaus` -- plateaus in log time, escape times, saddle certificates;
 * :mod:`~phaseprobe.dynamics.phase` -- the gamma x width grid, the located transition, escape scaling;
 * :mod:`~phaseprobe.dynamics.spec` -- the ``phaseprobe dln`` spec (validated, one-line errors);
+* :mod:`~phaseprobe.dynamics.units` -- the pipeline's units (one ensemble, one stored piece each);
+* :mod:`~phaseprobe.dynamics.analysis` -- plateaus/certificates, order parameters and escape fits
+  from a run folder;
 * :mod:`~phaseprobe.dynamics.kind` -- the experiment kinds ``dln`` (one run), ``dln-grid`` (the
-  phase diagram) and ``dln-escape`` (escape times): units, stored pieces, analyses, stored models.
+  phase diagram) and ``dln-escape`` (escape times), their stored models and ``show``.
 """
 
 from phaseprobe.dynamics.observe import LinearStats, distance_to_global_min, linear_stats, observe
