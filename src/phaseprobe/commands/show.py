@@ -46,20 +46,25 @@ def show_generic(run, con: Console) -> None:
 
 def show_sweep(run, con: Console) -> None:
     from phaseprobe.commands.sweep import _print_tables
-    from phaseprobe.sweep.summary import summarize
+    from phaseprobe.sweep.summary import convergence_counts, convergence_line, summarize
 
     df = run.records
     if df.empty:
         con.print("no finished records yet (rerun the same command to resume)")
         return
     fin = df[df["final"]]
-    t = Table(title="trainings")
+    tol = float(run.spec.get("converged_grad_tol", 1e-3))
+    t = Table(title="trainings (mean test acc over trainings that did not diverge)")
     for c in ("branch", "runs", "seeds", "strengths", "converged", "diverged", "mean test acc"):
         t.add_column(c, justify="right")
     for b, g in fin.groupby("branch"):
-        t.add_row(b, str(len(g)), str(g["seed"].nunique()), str(g["alpha"].nunique()), str(int(g["converged"].sum())),
-                  str(int(g["diverged"].sum())), f"{g['test_acc'].mean():.3f}" if "test_acc" in g else "-")
+        c = convergence_counts(g, tol)
+        ok = g[~g["diverged"].astype(bool)]
+        acc = f"{ok['test_acc'].mean():.3f}" if "test_acc" in ok and len(ok) else "—"
+        t.add_row(b, str(len(g)), str(g["seed"].nunique()), str(g["alpha"].nunique()), str(c["converged"]),
+                  str(c["diverged"]), acc)
     con.print(t)
+    con.print(convergence_line(convergence_counts(fin, tol)))
     _print_tables(summarize(run.path, figures=False))
 
 

@@ -101,7 +101,12 @@ class RunStore:
         The same run = the same kind, spec hash and package version (:meth:`run_hash`).
         """
         self.check_writable()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.check_lock()  # a live writer first: whatever spec it runs, the folder is busy
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"out: cannot create '{self.root}' ({(e.strerror or type(e).__name__).lower()}); "
+                             "choose a writable --out folder") from None
         meta_path = self.root / "spec.json"
         rh = self.run_hash(spec_hash, kind)
         if meta_path.exists():
@@ -128,6 +133,15 @@ class RunStore:
     @property
     def lock_path(self) -> Path:
         return self.root / ".lock"
+
+    def check_lock(self) -> None:
+        """One line when another live process holds the folder's writer lock."""
+        holder = _lock_holder(self.lock_path)
+        if holder is not None and holder != os.getpid() and _alive(holder):
+            raise StoreError(
+                f"out: '{self.root}' is being written by process {holder}; wait for it to finish "
+                f"(or stop it) or choose another --out folder"
+            )
 
     def lock(self) -> None:
         """Take the folder's writer lock (``.lock`` holds the PID); a live holder is one line.
