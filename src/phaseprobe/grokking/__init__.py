@@ -8,7 +8,8 @@
   weight-decay sweep (hysteresis) with the sweep machinery;
 * :mod:`~phaseprobe.grokking.kind` -- :data:`GROK`, the experiment kind ``phaseprobe grok`` runs
   (resumable, any engine, ``--grid``);
-* :mod:`~phaseprobe.grokking.run` -- the analysis of a run folder: tables, figures, report.
+* :mod:`~phaseprobe.grokking.run` -- :func:`run_grok` (the command from Python) and the analysis of
+  a run folder: tables, figures, report.
 """
 
 from phaseprobe.grokking.phase import (
@@ -23,9 +24,9 @@ from phaseprobe.grokking.phase import (
     plan_grid_units,
     train_grok_grid,
 )
-from phaseprobe.grokking.run import GrokResult, analyse_grok, grok_result, load_grok
+from phaseprobe.grokking.run import GrokResult, analyse_grok, grok_result, load_grok, run_grok
 from phaseprobe.grokking.spec import DEFAULT_GROK_SPEC, SETUPS, GrokSpec, load_grok_file, make_grok_spec
 
 __all__ = ["DEFAULT_GROK_SPEC", "PHASES", "SETUPS", "GridUnit", "GrokContext", "GrokResult", "GrokSpec", "analyse_grok",
            "crossing_step", "delay_table", "grid_members", "grok_result", "grokking_summary", "load_grok",
-           "load_grok_file", "make_grok_spec", "phase_label", "plan_grid_units", "train_grok_grid"]
+           "load_grok_file", "make_grok_spec", "phase_label", "plan_grid_units", "run_grok", "train_grok_grid"]

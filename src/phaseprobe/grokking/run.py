@@ -166,6 +166,28 @@ def analyse_grok(run_dir: str | Path, figures: bool = True) -> dict:
             "geometry": res.geometry, "figures": res.figures, "result": res}
 
 
+def run_grok(spec: GrokSpec, out: str | Path, *, engine=None, progress=None, figures: bool = True,
+             dataset=None) -> GrokResult:
+    """Run (or resume) a grokking experiment into ``out`` and analyse it: ``phaseprobe grok`` from Python.
+
+    **Arguments:**
+
+    - `spec`: a validated spec (:func:`~phaseprobe.grokking.spec.make_grok_spec`).
+    - `out`: the run folder (rerun with the same spec to resume).
+    - `engine`: where the units run (``phaseprobe.engine.get_engine``; default this process).
+    - `progress`: a :class:`phaseprobe.progress.ProgressReporter` (default: silent).
+    - `figures`: draw the figures and write the report.
+    - `dataset`: the task's dataset, already loaded.
+
+    **Returns:** the :class:`GrokResult`.
+    """
+    from phaseprobe.experiment import run_experiment
+    from phaseprobe.grokking.kind import GROK
+
+    run_experiment(GROK, spec, out, engine=engine, progress=progress, dataset=dataset)
+    return analyse_grok(out, figures=figures)["result"]
+
+
 def write_figures(res: GrokResult, spec: GrokSpec) -> list[Path]:
     from phaseprobe.grokking import plots
 
