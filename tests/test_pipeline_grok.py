@@ -131,6 +131,7 @@ def test_sigkill_mid_grid_then_rerun_is_bit_identical(reference, spec_file, env,
         p.wait()
     n_before = len(RunStore(out).done_pieces())
     assert 2 <= n_before < N_PIECES, n_before
+    print(f"killed with {n_before} of {N_PIECES} pieces stored ({N_GRID} grid stretches)")
     r = _cli(env, "--spec", str(spec_file), "--out", str(out), "--no-figures")
     assert r.returncode == 0, r.stderr[-3000:]
     runs_done = 2 * min(n_before, N_GRID) + max(n_before - N_GRID, 0)  # 2 members per grid stretch
