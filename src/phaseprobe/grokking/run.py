@@ -235,7 +235,7 @@ def write_grok_report(res: GrokResult, spec: GrokSpec) -> Path:
             f"Delay = t_test - t_train: the steps where test accuracy reaches {spec.test_threshold} and train accuracy "
             f"{spec.train_threshold} (log-interpolated between log-spaced records). Phases: memorising = train fitted, "
             f"test < {spec.memorise_below}; generalising = test >= {spec.test_threshold}; underfit = train not fitted.\n\n"
-            f"Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items())
+            f"Seconds of compute by stage (sum over its stored pieces): " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items())
             + "".join(f"\n\n{n}" for n in res.notes))
     cols = ["weight_decay", "init_scale", "seed", "t_train", "t_test", "delay", "final_train_acc", "final_test_acc",
             "final_w_sq", "final_phase"]
