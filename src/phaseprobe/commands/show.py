@@ -6,29 +6,29 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "—" if v != v else f"{v:.4g}"
-    return "—" if v is None else str(v)
+def print_frame(con: Console, df, title: str, max_cols: int | None = None, max_rows: int = 30) -> None:
+    """A frame as a table fitted to ``con.width`` (its first columns always; later ones left out
+    from the right when too wide, named below it; ``show --wide`` shows every column). No ``nan``
+    is printed (``—``) and integer columns print as counts.
 
+    **Arguments:**
 
-def print_frame(con: Console, df, title: str, max_cols: int = 8, max_rows: int = 30) -> None:
-    """A frame as a rich table (its first ``max_cols`` columns and ``max_rows`` rows)."""
+    - `con`: the console (its width decides the fit).
+    - `df`: the frame; `title`: the table's title.
+    - `max_cols`: at most this many columns even with ``--wide`` (None: all).
+    - `max_rows`: at most this many rows (the rest counted below the table).
+    """
+    from phaseprobe.plots.tables import frame_columns, print_fitted
+
     if df is None or len(df) == 0:
         con.print(f"{title}: none")
         return
-    cols = list(df.columns)[:max_cols]
-    t = Table(title=title + (f" (first {max_cols} of {len(df.columns)} columns)" if len(df.columns) > max_cols else ""))
-    for c in cols:
-        t.add_column(str(c), justify="right", overflow="fold")
-    for row in df[cols].head(max_rows).itertuples(index=False):
-        t.add_row(*[_fmt(v) for v in row])
-    con.print(t)
-    if len(df) > max_rows:
-        con.print(f"... {len(df) - max_rows} more rows")
+    if max_cols is not None and len(df.columns) > max_cols:
+        title = f"{title} (first {max_cols} of {len(df.columns)} columns)"
+        df = df[list(df.columns)[:max_cols]]
+    print_fitted(con, df, frame_columns(df, priority_from=2), title=title, max_rows=max_rows)
 
 
 def show_generic(run, con: Console) -> None:
@@ -46,7 +46,8 @@ def show_generic(run, con: Console) -> None:
 
 def show_sweep(run, con: Console) -> None:
     from phaseprobe.commands.sweep import _print_tables
-    from phaseprobe.sweep.summary import convergence_counts, convergence_line, summarize
+    from phaseprobe.plots.tables import Col, print_fitted
+    from phaseprobe.sweep.summary import convergence_counts, summarize
 
     df = run.records
     if df.empty:
@@ -54,30 +55,29 @@ def show_sweep(run, con: Console) -> None:
         return
     fin = df[df["final"]]
     tol = float(run.spec.get("converged_grad_tol", 1e-3))
-    t = Table(title="trainings (mean test acc over trainings that did not diverge)")
-    for c in ("branch", "runs", "seeds", "strengths", "converged", "diverged", "mean test acc"):
-        t.add_column(c, justify="right")
+    rows = []
     for b, g in fin.groupby("branch"):
         c = convergence_counts(g, tol)
         ok = g[~g["diverged"].astype(bool)]
-        acc = f"{ok['test_acc'].mean():.3f}" if "test_acc" in ok and len(ok) else "—"
-        t.add_row(b, str(len(g)), str(g["seed"].nunique()), str(g["alpha"].nunique()), str(c["converged"]),
-                  str(c["diverged"]), acc)
-    con.print(t)
-    con.print(convergence_line(convergence_counts(fin, tol)))
-    _print_tables(summarize(run.path, figures=False))
+        rows.append({"branch": b, "trainings": len(g), "seeds": g["seed"].nunique(), "strengths": g["alpha"].nunique(),
+                     "converged": c["converged"], "diverged": c["diverged"],
+                     "acc": float(ok["test_acc"].mean()) if "test_acc" in ok and len(ok) else None})
+    cols = [Col("branch", "branch", justify="left"), Col("trainings", "trainings"), Col("seeds", "seeds"),
+            Col("strengths", "strengths"), Col("converged", "converged", priority=2),
+            Col("diverged", "diverged", priority=1), Col("acc", "mean test acc")]
+    print_fitted(con, rows, cols, title="trainings (mean test acc over those that did not diverge)")
+    _print_tables(summarize(run.path, figures=False), con)
 
 
 def show_grid(run, con: Console) -> None:
     con.print(f"grid of {len(run.spec.get('cells', []))} cells of kind {run.spec.get('cell_kind', 'sweep')}: "
               + "; ".join(f"{k} in {v}" for k, v in run.spec.get("grid", {}).items()))
-    t = Table(title="cells")
-    for c in ("cell", "records", "folder"):
-        t.add_column(c, justify="right")
-    for cell in run.cells:
-        n = len(cell.records)
-        t.add_row(cell.path.name, str(n), str(cell.path))
-    con.print(t)
+    from phaseprobe.plots.tables import Col, print_fitted
+
+    rows = [{"cell": c.path.name, "records": len(c.records), "folder": str(c.path.relative_to(run.path))}
+            for c in run.cells]
+    print_fitted(con, rows, [Col("cell", "cell", justify="left"), Col("records", "records"),
+                             Col("folder", "folder", justify="left", priority=1)], title="cells")
     for name, tab in run.tables.items():
         if name != "cells":
             print_frame(con, tab, name)
@@ -85,13 +85,15 @@ def show_grid(run, con: Console) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def show(run_dir: Path = typer.Argument(..., help="a run folder made by any phaseprobe command (or a --grid folder)")):
+    def show(run_dir: Path = typer.Argument(..., help="a run folder made by any phaseprobe command (or a --grid folder)"),
+             wide: bool = typer.Option(False, "--wide", help="every table column (default: fit the terminal, 80 columns)")):
         """Print what a run folder holds: its spec, its records and its analysis tables."""
         from phaseprobe.experiment import get_kind
+        from phaseprobe.plots.tables import table_console
         from phaseprobe.runs import open_run
 
         run = open_run(run_dir)
-        con = Console()
+        con = table_console(wide)
         meta = run.meta
         con.print(f"[bold]{run_dir}[/bold]: {run.kind} '{run.spec.get('name', run.spec.get('base', {}).get('name'))}', "
                   f"hash {meta.get('spec_hash')}, phaseprobe {meta.get('version')}")

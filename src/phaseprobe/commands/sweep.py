@@ -58,16 +58,13 @@ def register(app: typer.Typer) -> None:
         grid: List[str] = typer.Option([], "--grid", help="Spec grid, one sweep per cell: --grid width=64,256 depth=1,2,3 "
                                        "(space-separated or repeated; list values in brackets: classes=[0,1],[0,1,2])."),
         no_figures: bool = typer.Option(False, "--no-figures", help="skip figures and report"),
+        wide: bool = typer.Option(False, "--wide", help="print every table column (default: fit the terminal, 80 columns)"),
     ):
         """Map accuracy phases against the L2 strength (cold, up, down or loop sweeps).
 
         With no flags it runs the embedded default: digits, MLP with two hidden layers, a loop
         sweep showing the first-order onset-of-learning transition and its hysteresis loop.
         """
-        from phaseprobe.engine import get_engine
-        from phaseprobe.sweep.driver import run_sweep
-        from phaseprobe.sweep.summary import summarize
-
         data = dict(DEFAULT_SPEC) if spec_file is None else load_spec_file(spec_file)
         flags = dict(dataset=dataset, classes=_parse_classes(classes), data_dir=data_dir, n_train=n_train, model=model,
                      depth=depth, width=width, activation=activation, alphas=alphas, convention=convention,
@@ -76,12 +73,16 @@ def register(app: typer.Typer) -> None:
         data.update({k: v for k, v in flags.items() if v is not None})
         data = apply_overrides(data, sets)
         spec = make_spec(data)
+        from phaseprobe.engine import get_engine  # the numerical stack loads once the spec is valid
+        from phaseprobe.sweep.driver import run_sweep
+        from phaseprobe.sweep.summary import summarize
+
         if cli.args and not grid:
             raise SpecError(f"sweep: unexpected argument(s) '{' '.join(cli.args)}'; grid fields go after --grid, e.g. --grid width=64,256 depth=1,2")
         grid_fields = parse_grid(list(grid) + list(cli.args)) if grid else None
         eng = get_engine(engine, **({"address": address} if address else {}))
         if grid_fields is not None:
-            _run_grid_command(data, grid_fields, out, eng, no_figures)
+            _run_grid_command(data, grid_fields, out, eng, no_figures, wide)
             return
         banner = (f"[bold]phaseprobe sweep[/bold] {spec.name}: {spec.dataset}, {spec.model} depth {spec.depth} "
                   f"width {spec.width}, mode {spec.mode}, {len(spec.alpha_grid())} strengths x {len(spec.seed_list())} seeds -> {out}")
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
             df = run_sweep(spec, out, engine=eng, progress=prog, banner=banner)
         console.print(f"done in {time.perf_counter() - t0:.1f} s; {int(df['final'].sum()) if not df.empty else 0} final records in {out}/records")
         res = summarize(out, figures=not no_figures)
-        _print_tables(res)
+        _print_tables(res, _out_console(wide))
         if not no_figures:
             console.print(f"figures: {out}/sweep.png, {out}/classes.png; report: {out}/report.html")
 
@@ -103,10 +104,8 @@ def reporter(out: Path):
     return ProgressReporter(log_path=Path(out) / "progress.log")
 
 
-def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures: bool) -> None:
+def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures: bool, wide: bool = False) -> None:
     """``--grid``: one sweep per cell under OUT/cells/, one report with a facet per cell."""
-    from rich.table import Table
-
     from phaseprobe.engine.grid import expand, run_grid, summarize_grid
 
     n_cells = len(expand(grid_fields))
@@ -118,53 +117,112 @@ def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures:
     console.print(f"done in {time.perf_counter() - t0:.1f} s; {int(df['final'].sum()) if not df.empty else 0} final records "
                   f"in {out}/cells/*/records")
     res = summarize_grid(out, figures=not no_figures)
-    cells = res["cells"]
-    t = Table(title="cells")
-    for c in cells.columns:
-        t.add_column(str(c), justify="right")
-    for row in cells.itertuples(index=False):
-        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    _out_console().print(t)
+    print_cells(_out_console(wide), res["cells"])
     if not no_figures:
         console.print(f"report: {out}/report.html (one section per cell); cells: {out}/cells.csv")
 
 
-def _out_console() -> Console:
-    c = Console()
-    return c if c.is_terminal else Console(width=160)
+def print_cells(con: Console, cells) -> None:
+    """A grid's cells table, fitted to the console (the grid's fields first; the rest dropped from
+    the right when too wide, named below the table)."""
+    from phaseprobe.plots.tables import Col, frame_columns, print_fitted
+
+    cols = frame_columns(cells, priority_from=1)
+    counts = {"records", "trainings", "n_records", "converged", "diverged", "not_run", "seeds", "n_seeds"}
+    for c in cols:
+        if c.key in counts:
+            c.fmt = (lambda k: (lambda r: _count(r.get(k))))(c.key)
+    print_fitted(con, cells, cols, title="cells")
 
 
-def _print_tables(res) -> None:
-    """The run's convergence counts and notes, then its transitions and plateaus (integers stay integers)."""
-    from rich.table import Table
+def _count(v) -> str:
+    from phaseprobe.plots.tables import fmt_count
 
+    try:
+        return fmt_count(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _out_console(wide: bool = False) -> Console:
+    from phaseprobe.plots.tables import table_console
+
+    return table_console(wide)
+
+
+def _strength_name(res) -> str:
+    """``alpha`` or ``beta``: the name of the strength in the run's convention."""
+    df = res.get("records")
+    conv = str(df["convention"].iloc[0]) if df is not None and len(df) and "convention" in df.columns else "l2"
+    return "alpha" if conv == "l2" else "beta"
+
+
+# the analysis measures ||w||^2's jump and levels on log10 ||w||^2: the label says so
+OBSERVABLES = {"test_acc": "test acc", "train_acc": "train acc", "w_sq": "log10 ||w||^2", "train_error": "train error"}
+
+
+def transition_columns(s: str) -> list:
+    """The transitions table's columns (``s``: the strength's name, alpha or beta), most
+    important first in priority; ``--wide`` shows all of them."""
+    from phaseprobe.plots.tables import Col, fmt_bracket, fmt_fraction, fmt_num
+
+    return [
+        Col("observable", "observable", fmt=lambda r: OBSERVABLES.get(r.get("observable"), str(r.get("observable"))),
+            justify="left"),
+        Col("branch", "branch", justify="left"),
+        Col("strength_c", f"{s}_c [bracket]",
+            fmt=lambda r: fmt_bracket(r.get("strength_c"), r.get("strength_lo"), r.get("strength_hi"))),
+        Col("order", "order", justify="left"),
+        Col("seeds_agree", "seeds agree", fmt=lambda r: fmt_fraction(r.get("seeds_agree"), r.get("n_seeds")), priority=1),
+        Col("jump", "jump", priority=2),
+        Col("detect_fraction", "bootstrap detects",
+            fmt=lambda r: "—" if fmt_num(r.get("detect_fraction")) == "—" else f"{100 * float(r['detect_fraction']):.0f}%",
+            priority=3),
+        Col("spinodal_up_strength", f"spinodal up ({s})", missing="not reached", priority=4),
+        Col("spinodal_down_strength", f"spinodal down ({s})", missing="not reached", priority=4),
+        Col("maxwell_strength", f"Maxwell ({s})", missing="not found", priority=4),
+        Col("order_seeds", "order per seed", justify="left", priority=5),
+        Col("hysteresis_area", "loop area", priority=6),
+        Col("diverged", "diverged", fmt=lambda r: _count(r.get("diverged")), priority=6),
+    ]
+
+
+def plateau_columns(s: str) -> list:
+    """The plateaus table's columns (``s``: the strength's name)."""
+    from phaseprobe.plots.tables import Col, fmt_num
+
+    return [
+        Col("branch", "branch", justify="left"),
+        Col("strength_from", f"{s} from..to",
+            fmt=lambda r: f"{fmt_num(r.get('strength_from'))}..{fmt_num(r.get('strength_to'))}"),
+        Col("level", "test acc", digits=3),
+        Col("n_classes_learned", "classes learned (count)", fmt=lambda r: str(r.get("n_classes_learned", "—"))),
+        Col("classes", "classes", justify="left", priority=1, fmt=lambda r: str(r.get("classes") or "none")),
+        Col("diverged", "diverged", fmt=lambda r: _count(r.get("diverged")), priority=2),
+    ]
+
+
+def _print_tables(res, con: Console | None = None) -> None:
+    """The run's convergence counts and notes, then its transitions and plateaus, fitted to the
+    console's width (80 columns unless the terminal says otherwise; ``--wide``: everything)."""
+    from phaseprobe.plots.tables import print_fitted
     from phaseprobe.sweep.summary import convergence_line
 
-    con = _out_console()
+    con = con or _out_console()
     if res.get("counts"):
         con.print(convergence_line(res["counts"]))
     for n in res.get("notes", []):
         con.print(f"note: {n}")
+    s = _strength_name(res)
     tr = res["transitions"]
-    if len(tr) and "seeds_agree" in tr.columns and "n_seeds" in tr.columns:
-        tr = tr.assign(seeds_agree=[f"{a} of {n}" for a, n in zip(tr["seeds_agree"], tr["n_seeds"])])
-    t = Table(title="transitions (order judged per seed; seeds agree = jumps within one grid step of each other)")
-    cols = [c for c in ("observable", "branch", "strength_c", "strength_lo", "strength_hi", "detect_fraction", "order",
-                        "order_seeds", "seeds_agree", "jump", "spinodal_up_strength", "spinodal_down_strength",
-                        "maxwell_strength", "hysteresis_area", "diverged") if c in tr.columns]
-    names = {"detect_fraction": "detected", "order_seeds": "per seed", "seeds_agree": "seeds agree"}
-    for c in cols:
-        t.add_column(names.get(c, c.replace("_strength", "").replace("strength_", "")), justify="right")
-    for row in tr[cols].itertuples(index=False) if len(tr) else []:
-        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    con.print(t)
+    if len(tr):
+        print_fitted(con, tr, transition_columns(s),
+                     title=f"transitions ({s}_c at the seed mean's largest step; bracket = grid cell widened by a "
+                           "bootstrap over seeds; seeds agree = jumps within one grid step)")
+    else:
+        con.print("transitions: none found")
     pl = res["plateaus"]
     if len(pl):
-        t = Table(title="accuracy plateaus (classes learned: range over records, never a mean)")
-        pcols = [c for c in ("branch", "strength_from", "strength_to", "level", "classes", "n_classes_learned", "diverged")
-                 if c in pl.columns]
-        for c in pcols:
-            t.add_column(c, justify="right")
-        for row in pl[pcols].itertuples(index=False):
-            t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-        con.print(t)
+        print_fitted(con, pl, plateau_columns(s),
+                     title="accuracy plateaus (classes learned: recall and precision >= threshold; a range over "
+                           "records, never a mean)")
