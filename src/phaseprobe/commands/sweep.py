@@ -59,6 +59,9 @@ def register(app: typer.Typer) -> None:
                                        "(space-separated or repeated; list values in brackets: classes=[0,1],[0,1,2])."),
         no_figures: bool = typer.Option(False, "--no-figures", help="skip figures and report"),
         wide: bool = typer.Option(False, "--wide", help="print every table column (default: fit the terminal, 80 columns)"),
+        refine: Optional[str] = typer.Option(None, "--refine", help="after the grid, bisect every transition and Maxwell "
+                                             "point until its bracket is narrower than this: '2%' of the strength or "
+                                             "an absolute width such as 0.0005 (spec: refine, refine_to)"),
     ):
         """Map accuracy phases against the L2 strength (cold, up, down or loop sweeps).
 
@@ -71,6 +74,8 @@ def register(app: typer.Typer) -> None:
                      seeds=seeds, mode=mode, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch,
                      patience=patience)
         data.update({k: v for k, v in flags.items() if v is not None})
+        if refine is not None:
+            data.update(refine=True, refine_to=refine)
         data = apply_overrides(data, sets)
         spec = make_spec(data)
         from phaseprobe.engine import get_engine  # the numerical stack loads once the spec is valid
@@ -173,6 +178,8 @@ def transition_columns(s: str) -> list:
         Col("strength_c", f"{s}_c [bracket]",
             fmt=lambda r: fmt_bracket(r.get("strength_c"), r.get("strength_lo"), r.get("strength_hi"))),
         Col("order", "order", justify="left"),
+        Col("bracket_width", "bracket width", priority=1),
+        Col("refined_steps", "refined", fmt=lambda r: _count(r.get("refined_steps")), priority=3),
         Col("seeds_agree", "seeds agree", fmt=lambda r: fmt_fraction(r.get("seeds_agree"), r.get("n_seeds")), priority=1),
         Col("jump", "jump", priority=2),
         Col("detect_fraction", "bootstrap detects",

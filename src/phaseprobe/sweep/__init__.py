@@ -1,9 +1,27 @@
 """Alpha sweeps (cold, up, down, loop), their analysis (transitions, order, spinodals, Maxwell
-point, plateaus) and the run entry point :func:`run_sweep`."""
+point, plateaus) and the run entry point :func:`run_sweep`.
 
-from phaseprobe.sweep.spec import MODES, SweepSpec, apply_overrides, load_spec_file, make_spec, parse_grid
-from phaseprobe.sweep.run import SweepContext, Unit, execute_unit, plan_units
-from phaseprobe.sweep.driver import run_sweep
+The names below load on first use, so reading or checking a spec (``phaseprobe.sweep.spec``)
+does not import JAX: a command refuses bad input before the numerical stack starts.
+"""
 
-__all__ = ["MODES", "SweepSpec", "SweepContext", "Unit", "apply_overrides", "execute_unit",
-           "load_spec_file", "make_spec", "parse_grid", "plan_units", "run_sweep"]
+import importlib
+
+_EXPORTS = {
+    "MODES": "spec", "SweepSpec": "spec", "apply_overrides": "spec", "load_spec_file": "spec",
+    "make_spec": "spec", "parse_grid": "spec",
+    "SweepContext": "run", "Unit": "run", "execute_unit": "run", "plan_units": "run",
+    "run_sweep": "driver",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"phaseprobe.sweep.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'phaseprobe.sweep' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -196,11 +196,11 @@ class SweepSpec(DataModelSpec):
 
     def check(self) -> "SweepSpec":
         """Validate everything that can be validated without data (grid, seeds, names)."""
+        self.alpha_grid()
+        self.seed_list()
         from phaseprobe.models.nets import ACTIVATIONS, INIT_SCHEMES, MODELS
         from phaseprobe.train.trainer import LOSSES, OPTIMIZERS
 
-        self.alpha_grid()
-        self.seed_list()
         if self.model not in MODELS:
             raise SpecError(f"model: unknown '{self.model}'; use one of {', '.join(MODELS)}")
         if self.activation not in ACTIVATIONS:
