@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         depth: Optional[int] = typer.Option(None, help="hidden layers (mlp) or weight matrices (linear)"),
         width: Optional[int] = typer.Option(None, help="hidden width"),
         activation: Optional[str] = typer.Option(None, help="relu, tanh, gelu, sigmoid, identity"),
-        alphas: Optional[str] = typer.Option(None, help="grid: '1e-5:1e-1:41' (log), 'lin:0:0.1:51', or '0.001,0.01'"),
+        alphas: Optional[str] = typer.Option(None, help="grid: '1e-5:1e-1:41' (log, both ends > 0), 'lin:0:0.1:51' (linear; 0 = no penalty is allowed), or '0,0.001,0.01'"),
         convention: Optional[str] = typer.Option(None, help="'l2' (alpha*||w||^2) or 'wd' (beta/2*||w||^2)"),
         seeds: Optional[int] = typer.Option(None, help="number of seeds"),
         mode: Optional[str] = typer.Option(None, help="cold, up, down, loop"),
