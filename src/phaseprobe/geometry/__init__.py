@@ -37,18 +37,14 @@ from phaseprobe.geometry.hessian import (
     penalised_hvp,
     value_and_flat_grad,
 )
-from phaseprobe.geometry.lanczos import (
-    LanczosResult,
+from phaseprobe.geometry.lanczos import LanczosResult, lanczos, lanczos_operator, power_iteration, tridiagonal_eigh
+from phaseprobe.geometry.stochastic import (
     SpectralDensity,
     TraceEstimate,
     hutchinson,
-    lanczos,
-    lanczos_operator,
-    power_iteration,
     probe_samples,
     slq_density,
     trace_estimates,
-    tridiagonal_eigh,
     u_square,
 )
 from phaseprobe.geometry.losses import ErrorFn, PenalisedLoss, make_error_fn, make_loss_fn, penalised

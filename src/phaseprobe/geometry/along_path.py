@@ -34,7 +34,8 @@ from phaseprobe.geometry.base import (
 )
 from phaseprobe.geometry.curvature import SCALE, curvature_exact, curvature_stochastic
 from phaseprobe.geometry.hessian import exact_hessian, hvp_flat, value_and_flat_grad
-from phaseprobe.geometry.lanczos import lanczos, probe_samples
+from phaseprobe.geometry.lanczos import lanczos
+from phaseprobe.geometry.stochastic import probe_samples
 from phaseprobe.geometry.losses import make_error_fn
 from phaseprobe.geometry.saddle import count_negative, count_negative_ritz
 

@@ -16,7 +16,7 @@ Hutchinson, ``(tr H)^2`` by the unbiased U-statistic over probe pairs, ``g^T H g
 ``g^T H^2 g = |H g|^2`` exactly from one HVP; the estimate is unbiased (linear in unbiased
 pieces). The estimate is a U-statistic of degree 2 over the probes; its standard error comes
 from the U-statistic's exact variance with sample moments plugged in
-(:func:`~phaseprobe.geometry.lanczos.u_statistic_se`): the delete-one jackknife used before kept
+(:func:`~phaseprobe.geometry.stochastic.u_statistic_se`): the delete-one jackknife used before kept
 only the linear term, which vanishes where ``R`` is stationary in the probe mean, so its error
 bars could collapse far below the spread of repeated estimates.
 """
@@ -31,7 +31,7 @@ from jax.flatten_util import ravel_pytree
 
 from phaseprobe.geometry.base import as_key, num_params, use_exact
 from phaseprobe.geometry.hessian import exact_hessian, hvp_flat, value_and_flat_grad
-from phaseprobe.geometry.lanczos import probe_samples, u_square, u_statistic_se
+from phaseprobe.geometry.stochastic import probe_samples, u_square, u_statistic_se
 
 SCALE = "E = mean over training samples (phaseprobe.conventions); R of the graph {(w, E(w))}"
 
@@ -60,7 +60,7 @@ def curvature_stochastic(vHv, Hv2, g, Hg) -> tuple[float, float]:
     - ``g``, ``Hg``: the flat gradient and ``H g``.
 
     **Returns:** ``(R, stderr)``: the unbiased estimate (``(tr H)^2`` by the U-statistic) and the
-    standard error of its U-statistic variance (:func:`~phaseprobe.geometry.lanczos.u_statistic_se`).
+    standard error of its U-statistic variance (:func:`~phaseprobe.geometry.stochastic.u_statistic_se`).
     """
     g = np.asarray(g, np.float64)
     Hg = np.asarray(Hg, np.float64)
