@@ -24,7 +24,12 @@ LABELS = {"cold": "cold start", "up": "alpha up (warm start)", "down": "alpha do
 
 def _strength_axis(ax, df):
     conv = str(df["convention"].iloc[0]) if "convention" in df.columns else "l2"
-    ax.set_xscale("log")
+    s = df["strength"].to_numpy(dtype=float) if "strength" in df.columns else np.zeros(0)
+    pos = s[s > 0]
+    if np.any(s == 0) and pos.size:  # strength 0 (no penalty) is a grid point: linear up to the first positive one
+        ax.set_xscale("symlog", linthresh=float(pos.min()))
+    else:
+        ax.set_xscale("log")
     ax.set_xlabel(conventions.strength_label(conv))
     return conv
 
