@@ -158,6 +158,30 @@ class ProgressReporter:
         if self._rich is not None and task._rich_id is not None:
             self._rich.update(task._rich_id, completed=task.done, rate=f"{task.rate:.2f}/s")
         self._log(task.line() + " done", force=True)
+        self.record_phase_time(task)
+
+    def record_phase_time(self, task: PhaseTask) -> None:
+        """Append a finished phase's wall time to ``phase_times.json`` next to the log (the report
+        shows it): ``{"phase", "unit", "done", "wall_s", "ended"}``; a resumed phase gets a second entry."""
+        if self.log_path is None:
+            return
+        import json
+
+        p = self.log_path.parent / "phase_times.json"
+        try:
+            entries = json.loads(p.read_text()) if p.exists() else []
+        except (OSError, ValueError):
+            entries = []
+        entries.append({"phase": task.name, "unit": task.unit, "done": task.done - task.start_done,
+                        "wall_s": round(time.monotonic() - task.t0, 3),
+                        "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(f".tmp-{p.name}")
+            tmp.write_text(json.dumps(entries, indent=1))
+            tmp.replace(p)
+        except OSError:
+            pass
 
     def _tick(self) -> None:
         while not self._stop.wait(min(1.0, self.every)):
