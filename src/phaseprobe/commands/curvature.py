@@ -8,7 +8,6 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 def register(app: typer.Typer) -> None:
@@ -28,13 +27,22 @@ def register(app: typer.Typer) -> None:
 
         con = Console(stderr=True)
         t0 = time.perf_counter()
-        with Progress(TextColumn("minima"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-                      TimeRemainingColumn(), console=con) as prog:
-            task = prog.add_task("minima", total=None)
+        from phaseprobe.progress import ProgressReporter
+
+        with ProgressReporter(log_path=Path(run_dir) / "progress.log") as prog:
+            state = {}
+
+            def on_plan(n):
+                state["task"] = prog.phase("minima analysed", n, unit="minima")
+
             geo = curvature_of_run(run_dir, exact=exact, n_probes=probes, lanczos_k=k, branches=branch or None,
                                    seeds=seed or None, max_params=max_params,
-                                   on_plan=lambda n: prog.update(task, total=n), on_point=lambda n: prog.advance(task, n))
-        geo.to_parquet(Path(run_dir) / "curvature.parquet", index=False)
+                                   on_plan=on_plan, on_point=lambda n: state["task"].advance(n))
+            if "task" in state:
+                state["task"].finish()
+        from phaseprobe.store.run_store import _atomic_write_bytes
+
+        _atomic_write_bytes(Path(run_dir) / "curvature.parquet", lambda tmp: geo.to_parquet(tmp, index=False))
         res = curvature_report(run_dir, geo)
         out = Console() if Console().is_terminal else Console(width=160)
         from rich.table import Table

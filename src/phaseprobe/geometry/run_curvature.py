@@ -50,8 +50,14 @@ def curvature_of_run(
     key: int = 0,
     on_point: Callable[[int], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
+    resume: bool = True,
 ) -> pd.DataFrame:
-    """Geometry of every stored minimum of a sweep run folder (one row per branch x alpha x seed)."""
+    """Geometry of every stored minimum of a sweep run folder (one row per branch x alpha x seed).
+
+    With ``resume`` (default) every analysed piece is written through a run store of its own,
+    ``RUN/curvature/<options hash>/`` (atomic pieces, a writer lock): an interrupted analysis
+    resumes where it stopped, and a rerun with the same options computes nothing again.
+    """
     import jax
 
     from phaseprobe.store import RunStore
@@ -72,8 +78,26 @@ def curvature_of_run(
     total = sum(len(p[3]) if not seeds else sum(s in set(seeds) for s in p[3]) for p in pts)
     if on_plan:
         on_plan(total)
+    cache = None
+    if resume:
+        import hashlib
+        import json
+
+        opts = {"run": meta.get("run_hash") or meta.get("spec_hash"), "exact": exact, "n_probes": n_probes,
+                "lanczos_k": lanczos_k, "branches": sorted(branches) if branches else None,
+                "seeds": sorted(int(s) for s in seeds) if seeds else None, "max_params": max_params, "key": key}
+        h = hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        cache = RunStore(Path(run_dir) / "curvature" / h)
+        cache.init(opts, h, kind="curvature")
+        cache.lock()
+    done = cache.done_pieces(need_params=False) if cache is not None else set()
     frames = []
     for n, (piece, branch, aidx, sds) in enumerate(pts):
+        if piece in done:
+            frames.append(cache.load_piece_records(piece))
+            if on_point:
+                on_point(len(frames[-1]))
+            continue
         arrays = store.load_params(piece)
         model = ctx.arrays_to_model(arrays, len(sds))
         keep = [m for m, s in enumerate(sds) if seeds is None or s in set(seeds)]
@@ -91,9 +115,16 @@ def curvature_of_run(
         df["strength"] = conventions.from_alpha(df["alpha"].to_numpy(), spec.convention)
         df["convention"] = spec.convention
         df["piece"] = piece
+        for c in ("top_E", "bottom_E", "top_L", "bottom_L", "bottom_E_residuals", "bottom_L_residuals"):
+            if c in df.columns:
+                df[c] = df[c].apply(lambda v: list(np.asarray(v, float).ravel()))
+        if cache is not None:
+            cache.write_piece(piece, df, None)
         frames.append(df)
         if on_point:
             on_point(len(keep))
+    if cache is not None:
+        cache.unlock()
     if not frames:
         raise GeometryError(f"run: '{run_dir}' has no finished pieces to analyse; rerun `phaseprobe sweep --out {run_dir}` to finish it")
     out = pd.concat(frames, ignore_index=True)

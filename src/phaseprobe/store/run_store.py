@@ -249,6 +249,10 @@ class RunStore:
     def has_params(self) -> bool:
         return self.params_dir.exists() and any(self.params_dir.glob("*.npz"))
 
+    def load_piece_records(self, piece: str) -> pd.DataFrame:
+        """The records of one finished piece."""
+        return pd.read_parquet(self._rec_path(piece))
+
     def load_records(self) -> pd.DataFrame:
         files = sorted(p for p in self.records_dir.glob("*.parquet") if not p.name.startswith(".tmp-")) if self.records_dir.exists() else []
         if not files:
