@@ -276,3 +276,17 @@ def test_grid_folder_show_and_open_run(tmp_path):
     assert run.kind == "grid" and len(run.cells) == 2
     assert set(run.records["cell"]) == {"depth-1", "depth-2"}
     assert json.loads((out / "spec.json").read_text())["spec"]["cell_kind"] == "sweep"
+
+
+def test_curvature_on_a_damaged_piece_names_it_and_exits_2(reference, tmp_path):
+    import shutil
+
+    ref, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    victim = sorted((run / "params").glob("*.npz"))[3]
+    victim.write_bytes(b"damaged")
+    r = _cli("curvature", str(run))
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith("error: run: piece") and victim.stem in lines[0]

@@ -71,6 +71,12 @@ def curvature_of_run(
     if not store.has_params():
         raise GeometryError(f"run: '{run_dir}' has no stored parameters; run `phaseprobe sweep --out {run_dir}` (it stores them) first")
     spec = make_spec(meta["spec"])
+    store.done_pieces()  # reads every piece back; a damaged one is moved aside as *.corrupt
+    damaged = sorted({p.name.split(".")[0] for d in (store.records_dir, store.params_dir) if d.exists()
+                      for p in d.glob("*.corrupt")})
+    if damaged:
+        raise GeometryError(f"run: piece {damaged[0]} of '{run_dir}' is damaged ({len(damaged)} in all, moved aside as "
+                            f"*.corrupt); rerun the sweep (same spec, --out {run_dir}) to redo it, then curvature")
     ctx = SweepContext(spec)
     pts = _points(spec, store)
     if branches:
