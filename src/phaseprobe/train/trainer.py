@@ -9,7 +9,7 @@ compilation). The data live on the device once and are shared by every member; e
 gathers only its own minibatch.
 
 The pieces live in their own modules: the settings and their validation in
-:mod:`phaseprobe.train.config`, the optimiser recipes, schedules and noise in
+:mod:`phaseprobe.train.config`, the state and result types in :mod:`phaseprobe.train.state`, the optimiser recipes, schedules and noise in
 :mod:`phaseprobe.train.optimisers`, the loss pieces in :mod:`phaseprobe.train.losses`, the
 full-pass metrics in :mod:`phaseprobe.train.evaluate`. The minibatch loss is a hook
 (``Trainer(..., batch_loss=fn)``, see :meth:`Trainer.regularised_loss`); a caller can evaluate
@@ -35,7 +35,6 @@ full-batch gradient norm of the regularised loss.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import equinox as eqx
@@ -57,52 +56,19 @@ from phaseprobe.train.losses import (
     tree_where,
 )
 from phaseprobe.train.optimisers import build_optimizer, noise_key, penalty_in_gradient
+from phaseprobe.train.state import (
+    RUNNING,
+    STOP_DIVERGED,
+    STOP_GRAD,
+    STOP_MAX_EPOCHS,
+    STOP_NAMES,
+    STOP_PATIENCE,
+    TrainResult,
+    TrainState,
+)
 
 __all__ = ["LOSSES", "NOISES", "OPTIMIZERS", "SCHEDULES", "STOP_NAMES", "Minibatch", "TrainConfig", "TrainError",
            "TrainResult", "TrainState", "Trainer", "log_epochs"]
-
-# stop reasons (per member)
-RUNNING, STOP_PATIENCE, STOP_GRAD, STOP_DIVERGED, STOP_MAX_EPOCHS = 0, 1, 2, 3, 4
-STOP_NAMES = {RUNNING: "running", STOP_PATIENCE: "patience", STOP_GRAD: "grad_tol",
-              STOP_DIVERGED: "diverged", STOP_MAX_EPOCHS: "max_epochs"}
-
-
-class TrainState(eqx.Module):
-    """Per-member state (a pytree), every array with a leading member axis K."""
-
-    params: Any
-    opt_state: Any
-    key: jax.Array
-    active: jax.Array
-    diverged: jax.Array
-    reason: jax.Array
-    best: jax.Array
-    bad: jax.Array
-    epochs: jax.Array
-    last_err: jax.Array
-    last_gnorm: jax.Array
-    epoch_offset: jax.Array = None  # epochs trained before this call (shuffle keys continue from it)
-
-    @property
-    def total_epochs(self):
-        """Epochs trained in all, this call's plus the ``epoch_offset`` it continued from."""
-        return self.epochs + self.epoch_offset
-
-
-@dataclass
-class TrainResult:
-    """What :meth:`Trainer.train` returns: the final model (stacked), state, and the metric records."""
-
-    model: Any
-    state: TrainState
-    records: list[dict] = field(default_factory=list)
-
-    @property
-    def params(self):
-        return eqx.filter(self.model, eqx.is_inexact_array)
-
-    def stop_reasons(self) -> list[str]:
-        return [STOP_NAMES[int(r)] for r in np.asarray(self.state.reason)]
 
 
 def _per_member(name, value, k, dtype):
