@@ -18,17 +18,21 @@ import pandas as pd
 import pytest
 
 import phaseprobe
+from phaseprobe.errors import PhaseprobeError
 from phaseprobe.store import RunStore
 
 # tiny settings: a 64-4-10 tanh MLP on 120 digits, two fresh minima, a 4-step probe
 CONNECT = ["connect", "--n-train", "120", "--width", "4", "--depth", "1", "--n-strengths", "4", "--bezier-epochs", "2",
            "--set", "activation=tanh", "--set", "start_epochs=8", "--set", "epochs=3", "--set", "patience=null",
            "--set", "n_points=5", "--set", "saddle_steps=1", "--set", "saddle_subset=60", "--set", "lr=0.01"]
-# basins toward w_ref = 0 with a grid that crosses the collapse, bisection, saddles, an excursion and a nested probe
+# basins toward w_ref = 0 on a 64-8-8-10 tanh MLP; the jump detector is loosened (min_jump, k_sigma) so that
+# this tiny probe has a jump and every later stage runs: bisection (3 steps), or without it saddles,
+# an excursion and a nested probe
 BASINS = ["basins", "--n-train", "200", "--strengths", "lin:0:0.08:9", "--set", "width=8", "--set", "activation=tanh",
-          "--set", "start_epochs=100", "--set", "epochs=10", "--set", "lr=0.01", "--set", "bisect_tol=0.005",
-          "--set", "bisect_max_steps=3", "--set", "saddle_steps=1", "--set", "saddle_subset=60", "--set", "hessian_subset=60",
-          "--set", "excursion=true", "--set", "excursion_up=1", "--set", "max_nest=1", "--set", "n_strengths=2"]
+          "--set", "start_epochs=150", "--set", "epochs=50", "--set", "lr=0.01", "--set", "min_jump=0.05", "--set", "k_sigma=1",
+          "--set", "bisect_tol=0.001", "--set", "bisect_max_steps=3", "--set", "saddle_steps=1", "--set", "saddle_subset=60",
+          "--set", "hessian_subset=60", "--set", "excursion=true", "--set", "excursion_up=1", "--set", "max_nest=1",
+          "--set", "n_strengths=2"]
 WALL = ["seconds"]
 
 
@@ -122,7 +126,7 @@ def test_connect_show_open_run_and_models(connect_run):
     m = run.model(member=0, index=2)
     out = jax.vmap(m)(np.zeros((3, 64), np.float32))
     assert out.shape == (3, 10)
-    with pytest.raises(phaseprobe.PhaseprobeError if hasattr(phaseprobe, "PhaseprobeError") else Exception, match="model:"):
+    with pytest.raises(PhaseprobeError, match="model:"):
         run.model(member=0, index=99)
 
 
@@ -153,34 +157,74 @@ def test_connect_grid_one_run_per_cell_and_one_report(tmp_path):
     assert run.cells[0].model(minimum=0) is not None
 
 
-@pytest.fixture(scope="module")
-def basins_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("basins") / "run"
-    r = _cli(*BASINS, "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+def _probe_in_process(out: Path):
+    """The stored first probe of a basins run next to :func:`run_probe` run here on the same inputs."""
+    from phaseprobe.paths import pieces as P
+    from phaseprobe.paths.kind import PathContext, make_path_spec_loose, probe_inputs
+    from phaseprobe.paths.probe import run_probe
+
+    run = phaseprobe.open_run(out)
+    spec = make_path_spec_loose(run.spec, "basins")
+    inp = probe_inputs(spec, "basins", run.store, "")
+    stored = P.probe_result(run.store, P.read_probe(run.store, inp))
+    direct = run_probe(PathContext(spec).land, inp.start, None, inp.config, seeds=inp.seeds, labels=inp.labels)
+    return run, stored, direct
 
 
-def test_basins_killed_mid_bisection_then_rerun_equals_uninterrupted(basins_run, tmp_path):
-    done = RunStore(basins_run).done_pieces()
-    # the run crossed a jump: every later stage ran and stored its pieces
-    assert {"bisect-s000000", "bisect-end"} <= done
-    assert any(p.startswith("saddle-") for p in done) and any(p.startswith("excursion-") for p in done)
-    assert any(p.startswith("nest-probe-") for p in done)
+def _assert_same_probe(stored, direct) -> None:
+    pd.testing.assert_frame_equal(stored.records.reset_index(drop=True), direct.records.reset_index(drop=True))
+    pd.testing.assert_frame_equal(stored.transitions_frame(), direct.transitions_frame())
+    np.testing.assert_array_equal(stored.checkpoints, direct.checkpoints)
+    for ts, td in zip(stored.transitions, direct.transitions):
+        assert len(ts.lo_models) == len(td.lo_models) and len(ts.hi_models) == len(td.hi_models)
+        for (a1, x1), (a2, x2) in zip(ts.lo_models + ts.hi_models, td.lo_models + td.hi_models):
+            assert a1 == a2
+            np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(stored.grad_evals, direct.grad_evals)
+
+
+def test_basins_killed_mid_bisection_resumes_to_the_uninterrupted_probe(tmp_path):
+    """Killed after the first bisection step, rerun: the stored probe (grid, bisection chain,
+    verdict) is the probe an uninterrupted ``run_probe`` computes, to the bit."""
     out = tmp_path / "killed"
     _kill_after(BASINS, out, "bisect-s000000")
     assert "bisect-end" not in RunStore(out).done_pieces()
     r = _cli(*BASINS, "--out", str(out), "--no-figures")
     assert r.returncode == 0, r.stderr[-3000:]
-    _assert_same_run(basins_run, out)
+    assert "resuming:" in r.stderr
+    done = RunStore(out).done_pieces()
+    assert {"bisect-s000000", "bisect-s000001", "bisect-s000002", "bisect-end"} <= done
+    run, stored, direct = _probe_in_process(out)
+    assert len(direct.transitions) == 1 and direct.transitions[0].bisect_steps == 3
+    _assert_same_probe(stored, direct)
     r = _cli("show", str(out))
     assert r.returncode == 0 and "basin_nodes" in r.stdout and "basin_edges" in r.stdout
-    run = phaseprobe.open_run(out)
-    tr = run.tables["transitions"]
-    assert len(tr) and {"strength_lo", "strength_hi", "confirmed"} <= set(tr.columns)
-    t = tr.iloc[0]
-    assert run.model(member=int(t["member"]), index=int(t["index"]), point="hi") is not None
-    assert (basins_run / "basins.png").exists() and (basins_run / "report.html").exists()
+    t = run.tables["transitions"].iloc[0]
+    assert {"strength_lo", "strength_hi", "confirmed"} <= set(run.tables["transitions"].columns)
+    m = run.model(member=int(t["member"]), index=int(t["index"]), point="hi")
+    from jax.flatten_util import ravel_pytree
+    import equinox as eqx
+
+    np.testing.assert_array_equal(np.asarray(ravel_pytree(eqx.filter(m, eqx.is_inexact_array))[0]), stored.transitions[0].x_hi)
+
+
+def test_basins_killed_mid_excursion_resumes_to_the_uninterrupted_probe(tmp_path):
+    """Without bisection the jump goes on to a saddle, an excursion and a nested probe; killed
+    mid-excursion and rerun, the first probe equals ``run_probe``'s and the nested probe ran."""
+    args = [*BASINS, "--set", "bisect=false"]
+    out = tmp_path / "killed"
+    _kill_after(args, out, "excursion-s000000")
+    assert "excursion-s000004" not in RunStore(out).done_pieces()
+    r = _cli(*args, "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[excursion]" in r.stderr and "[nest-probe]" in r.stderr
+    done = RunStore(out).done_pieces()
+    assert "saddle-m000-i0002" in done and "nest-probe-s000002" in done
+    run, stored, direct = _probe_in_process(out)
+    assert direct.transitions[0].saddle is not None and direct.transitions[0].excursion is not None
+    _assert_same_probe(stored, direct)
+    assert set(run.tables["transitions"]["probe"]) == {"ref0", "nest"}
+    assert (out / "basins.png").exists() and (out / "probe_nested.png").exists() and (out / "report.html").exists()
 
 
 @pytest.mark.ray

@@ -11,7 +11,10 @@
   evaluations, per-class accuracy);
 * :func:`refine_saddle`, :func:`path_spectra` -- saddles of E and spectra along paths;
 * :func:`build_basin_graph` / :func:`draw_basin_graph` -- the basin hierarchy;
-* :mod:`phaseprobe.paths.workflow` -- ``connect`` and ``basins`` end to end (the CLI's).
+* :mod:`phaseprobe.paths.workflow` -- the path spec, ``connect`` and ``basins`` end to end and
+  their analysis (the CLI's); :mod:`phaseprobe.paths.kind` -- both as experiment kinds
+  (phases of resumable units on any engine); :mod:`phaseprobe.paths.pieces` -- what their
+  stages store, read back.
 """
 
 from phaseprobe.paths.baselines import BezierResult, CurveModel, fit_bezier

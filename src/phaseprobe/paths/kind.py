@@ -384,6 +384,7 @@ def _run_spectra(ctx: PathContext, unit: PathUnit, start: int, emit, load_params
     inp: P.ProbeInputs = unit.payload["inputs"]
     t0 = time.perf_counter()
     sp = member_spectra(ctx.land, unit.payload["cps"], unit.payload["member"], inp.strengths, inp.config)
+    sp.insert(0, "phase", "spectra")
     piece = unit.pieces[0]
     emit(piece, _frame(sp, piece, time.perf_counter() - t0), {"index": sp["index"].to_numpy()})
 

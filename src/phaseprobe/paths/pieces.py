@@ -283,7 +283,7 @@ def probe_result(store, st: ProbeStages) -> ProbeResult:
     if inp.config.hessian_k > 0:
         parts = [_records(store, spectra_piece(pre, k)) for k in range(inp.k) if spectra_piece(pre, k) in done]
         if parts:
-            spectra = pd.concat(parts, ignore_index=True).drop(columns=["seconds", "piece"], errors="ignore")
+            spectra = pd.concat(parts, ignore_index=True).drop(columns=["seconds", "piece", "phase"], errors="ignore")
     records = merge_spectra(records, spectra)
     gevals = np.zeros(inp.k)
     for m in range(st.cps.shape[0]):

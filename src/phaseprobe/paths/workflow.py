@@ -228,7 +228,6 @@ def load_minima(run_dirs, *, seeds=None, n: int = 2):
     seeds (``seeds`` picks them; default the first ``n`` in all). Raises :class:`PathError` when a
     folder is not a sweep run, has no parameters, or the runs' architectures differ.
     """
-    from phaseprobe.store import RunStore
     from phaseprobe.sweep.spec import make_spec
 
     run_dirs = [Path(r) for r in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
