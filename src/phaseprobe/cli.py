@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMANDS = ("sweep", "show", "curvature", "dln", "grok", "connect", "basins")
+COMMANDS = ("sweep", "show", "curvature", "dln", "grok", "connect", "basins", "compare")
 
 for _name in COMMANDS:
     try:
