@@ -71,6 +71,8 @@ CASES = [
     Case("basins-strengths-negative", ("basins", "--strengths", "lin:0:-1:5"), "strengths:", ">= 0"),
     Case("connect-run-seed-missing", ("connect", "--run", "{run}", "--run-seeds", "5"), "run_seeds:", "available: [0]"),
     Case("grok-duplicate-seeds", ("grok", "--set", "seeds=[0,0]"), "seeds:", "2 times"),
+    Case("grok-width-too-large", ("grok", "--set", "embed_dim=2000000", "--set", "width=100000"), "width:", "GB"),
+    Case("dln-width-2e8", ("dln", "--width", "200000000"), "width:", "GB"),
 ]
 
 

@@ -25,6 +25,10 @@ from phaseprobe.errors import PhaseprobeError
 OPTIMIZER_SLOTS: dict[str, int] = {"adam": 2, "adamw": 2, "momentum": 1, "sgd": 0, "gd": 0}
 
 
+# Estimates below this pass without asking the device (which would start JAX's backend).
+SMALL_BYTES = 256 * 2**20
+
+
 class ResourceError(PhaseprobeError):
     """A run that cannot fit in the memory this machine has."""
 
@@ -134,7 +138,8 @@ def _gb(n: int) -> str:
 
 
 def check_fits(est: MemoryEstimate, width: int | None = None, field: str = "width",
-               available: int | None = None, where: str | None = None) -> MemoryEstimate:
+               available: int | None = None, where: str | None = None,
+               fix: str = "make width, seeds (members per program: chunk_size) or batch_size smaller") -> MemoryEstimate:
     """Refuse (one line, :class:`ResourceError`) an ensemble whose estimate exceeds the free memory.
 
     **Arguments:**
@@ -143,18 +148,22 @@ def check_fits(est: MemoryEstimate, width: int | None = None, field: str = "widt
     - ``width``: the model's width, named in the message.
     - ``field``: the spec field the message starts with.
     - ``available``, ``where``: the free bytes and what they are (default: measured now, see
-      :func:`available_bytes`).
+      :func:`available_bytes`; estimates under :data:`SMALL_BYTES` pass without measuring).
+    - ``fix``: what to change, the end of the message.
 
     **Returns:** ``est`` when it fits (or when the free memory cannot be measured).
     """
     if available is None:
+        if est.total < SMALL_BYTES:
+            return est  # fits any machine this runs on: no device query
         available, where = available_bytes()
     if available is None or est.total <= available:
         return est
-    w = f"{width} " if width is not None else ""
+    what = " x ".join(([f"{width}"] if width is not None else [])
+                      + ([f"{est.members} members"] if est.members != 1 else [])
+                      + ([f"batch {est.batch}"] if est.batch else []))
     raise ResourceError(
-        f"{field}: {w}x {est.members} members x batch {est.batch} needs about {_gb(est.total)} "
+        f"{field}: {what} needs about {_gb(est.total)} "
         f"({est.n_params:.3g} parameters per member: {_gb(est.params)} with gradients and optimiser state, "
-        f"{_gb(est.activations)} activations, {_gb(est.data)} data), more than the {_gb(available)} {where or 'available'}; "
-        "make width, seeds (members per program: chunk_size) or batch_size smaller"
+        f"{_gb(est.activations)} activations, {_gb(est.data)} data), more than the {_gb(available)} {where or 'available'}; {fix}"
     )

@@ -120,6 +120,17 @@ def _list(v, field: str, conv) -> list:
     return list(v)
 
 
+def _check_dln_memory(depth: int, width: int, teacher: dict, field: str) -> None:
+    """Refuse a network whose parameters and gradient alone exceed the free memory (shapes only)."""
+    from phaseprobe.resources import check_fits, estimate_training_bytes
+
+    i, o = teacher["in_dim"], teacher["out_dim"]
+    n_params = i * o if depth == 1 else i * width + (depth - 2) * width * width + width * o
+    n = teacher.get("n_train") or 0
+    est = estimate_training_bytes(n_params, 1, "gd", n, depth * width, data_bytes=4 * n * (i + o))
+    check_fits(est, width=width, field=field, fix="make the width (or the depth) smaller")
+
+
 def _validate(data: dict, *, grid: bool = False) -> dict:
     """The validated fields of a spec dict (defaults filled in); one-line errors, no compute."""
     d = json.loads(json.dumps(DEFAULT_DLN_SPEC))
@@ -159,6 +170,8 @@ def _validate(data: dict, *, grid: bool = False) -> dict:
             _err("gamma: give gamma (sigma^2 = width^-gamma) or sigma")
         if sigma is None:
             sigma = sigma_of(gamma, width)
+    if not grid:
+        _check_dln_memory(depth, width, te, "width")
     it = d["integrate"]
     try:
         icfg = IntegrateConfig(
@@ -190,6 +203,8 @@ def _validate(data: dict, *, grid: bool = False) -> dict:
     if dup:
         _err(f"grid.seeds: seed {dup[0]} is given {seeds.count(dup[0])} times (the same training twice); give each seed once, e.g. {sorted(set(seeds))}")
     gdepth = _int(g["depth"], "grid.depth", 2)
+    if grid:
+        _check_dln_memory(gdepth, max(widths), te, "grid.widths")
     if grid:
         small = [w for w in widths if w < rank]
         if small:

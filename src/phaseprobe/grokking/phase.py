@@ -168,6 +168,7 @@ class GrokContext:
         if dataset is None or any(meta.get(k) != v for k, v in want.items()):  # a grid cell's other task
             dataset = load_modular(p=spec.p, op=spec.op, train_frac=spec.train_frac, seed=spec.data_seed)
         self.dataset = dataset
+        spec.check_with_data(dataset, self.make_one)  # memory estimate: before any model is built
         self.config = TrainConfig(loss="ce", optimizer="adamw", lr=spec.lr, b1=spec.b1, b2=spec.b2,
                                   batch_size=spec.batch_size, epochs=1)
         self.trainer = Trainer(self.members([0], [1.0]), self.dataset, self.config)

@@ -360,6 +360,28 @@ class GrokSpec(BaseModel):
         return self
 
 
+    def check_with_data(self, dataset, make_one) -> "GrokSpec":
+        """The checks that need the task's data: the grid's memory, estimated from shapes alone.
+
+        **Arguments:**
+
+        - ``dataset``: the modular-arithmetic dataset.
+        - ``make_one``: ``key -> model`` for this spec.
+
+        **Returns:** ``self``; a grid that cannot fit in the free memory raises a one-line
+        :class:`~phaseprobe.resources.ResourceError` before any model is built.
+        """
+        from phaseprobe.resources import check_fits, count_params, estimate_training_bytes
+
+        n_params, acts = count_params(make_one)
+        members = len(self.weight_decays) * len(self.init_scales) * len(self.seed_list())
+        batch = dataset.n_train if self.batch_size is None else min(self.batch_size, dataset.n_train)
+        est = estimate_training_bytes(n_params, members, "adamw", batch, acts,
+                                      data_bytes=sum(int(np.asarray(a).nbytes) for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)))
+        check_fits(est, width=self.width, fix="make width, embed_dim, or the grid (weight_decays x init_scales x seeds) smaller")
+        return self
+
+
 def make_grok_spec(data: dict | None = None) -> GrokSpec:
     """Validate a spec dict: the named setup's preset, overridden by the given fields."""
     data = dict(data or {})
