@@ -62,6 +62,15 @@ Definitions (all on the *final* record of every (branch, alpha, seed) training):
   not depend on the optimiser's ability to escape.
 * **Hysteresis area.** ``int |up - down| d(log10 alpha)`` over the loop (trapezoid, where both
   branches exist).
+* **Refined strengths** (spec ``refine``, :mod:`phaseprobe.sweep.refine`): rows with
+  ``refined = True`` lie strictly inside grid cells. Detection, ``sigma``, order, seed views, the
+  bootstrap's cells, loop areas and notes use the spec's grid only; the refined points then
+  narrow each cell: ``alpha_bracket_lo/hi`` = the two neighbouring measured points (grid or
+  refined) inside the cell with the seed mean's largest step in the event's direction (each
+  bootstrap resample's cell narrowed the same way), ``alpha_c`` their midpoint,
+  ``refined_steps`` the refined strengths inside the cell. Maxwell crossings are read on every
+  strength measured on both branches (refined ones included; gaps between significant points
+  counted in grid points); ``maxwell_lo/hi`` = the strengths measured on both branches around it.
 * **Plateaus.** The stretches between events; each has a level (mean accuracy over usable
   records), the classes it has learned (seed- and alpha-mean per-class test recall >= the
   spec's threshold AND precision >= max(threshold, 1/C + 0.1): a trivial model predicting one
@@ -242,6 +251,11 @@ class Transition:
     spinodal_down: float = float("nan")
     maxwell: float = float("nan")
     hysteresis_area: float = float("nan")
+    alpha_bracket_lo: float = float("nan")  # the measured points around the largest step (grid or refined)
+    alpha_bracket_hi: float = float("nan")
+    refined_steps: int = 0  # refined strengths of this branch inside the grid cell of the step
+    maxwell_lo: float = float("nan")  # the strengths measured on both branches around the Maxwell crossing
+    maxwell_hi: float = float("nan")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -260,7 +274,7 @@ def _matching(ev: list[Event], sign: float, w0: int, w1: int) -> Event | None:
     return max(hits, key=lambda e: abs(e.total)) if hits else None
 
 
-def _bootstrap(alphas, vals, order, sign, w0, w1, min_jump, k_sigma, n_boot, rng):
+def _bootstrap(alphas, vals, order, sign, w0, w1, min_jump, k_sigma, n_boot, rng, narrow=None):
     """Cell bounds (lo, hi) of every resample that detects the event, and the number of resamples."""
     n_seeds = vals.shape[0]
     lows, highs = [], []
@@ -272,9 +286,11 @@ def _bootstrap(alphas, vals, order, sign, w0, w1, min_jump, k_sigma, n_boot, rng
         e = _matching(detect_events(m, min_jump, k_sigma), sign, w0, w1)
         if e is None:
             continue
-        a, b = alphas[order[e.i_max]], alphas[order[e.i_max + 1]]
-        lows.append(min(a, b))
-        highs.append(max(a, b))
+        a, b = sorted((alphas[order[e.i_max]], alphas[order[e.i_max + 1]]))
+        if narrow is not None:
+            a, b = narrow(pick, a, b)
+        lows.append(a)
+        highs.append(b)
     return lows, highs, n_boot
 
 
@@ -337,11 +353,14 @@ def _order_label(views: list[_SeedView], loop: bool | None, with_log_jumps: bool
     return order, nj, nr, n, text
 
 
-def _loss_regions(alphas, l_up, l_dn):
+def _loss_regions(alphas, l_up, l_dn, on_grid=None):
     """Loop regions of the regularised-loss difference and each region's Maxwell crossing.
 
-    Returns ``[(first_index, last_index, maxwell_alpha or nan)]`` on the ascending grid.
+    ``on_grid`` (optional) marks the spec's grid points: gaps between significant points are
+    counted in grid points (refined strengths cluster at the crossing). Returns
+    ``[(first_index, last_index, maxwell_alpha or nan)]`` on the ascending strengths given.
     """
+    gcount = np.cumsum(np.ones(len(alphas), int) if on_grid is None else np.asarray(on_grid, int))
     mu, md = _nanmean(l_up), _nanmean(l_dn)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -357,7 +376,7 @@ def _loss_regions(alphas, l_up, l_dn):
     sig = np.flatnonzero(both & (np.abs(dl) > thr))
     regions, cur = [], []
     for i in sig:
-        if cur and (i - cur[-1] > 3 or not both[cur[-1]:i + 1].all()):
+        if cur and (gcount[i - 1] - gcount[cur[-1]] > 2 or not both[cur[-1]:i + 1].all()):
             regions.append(cur)
             cur = []
         cur.append(int(i))
@@ -384,7 +403,7 @@ def _branch_notes(df: pd.DataFrame, branches: list[str], grid: np.ndarray) -> li
         sub = d[d["branch"] == b]
         bad = excluded(sub)
         n_div, n_nr = _counts(df, b)
-        n_alpha = sub["alpha"].nunique()
+        n_alpha = sub.loc[~is_refined(sub), "alpha"].nunique()  # grid strengths (refined ones are extra)
         if n_alpha < n_grid:
             notes.append(f"{b} branch: {n_alpha} of {n_grid} strengths finished; analysed on what exists")
         per_a = sub.groupby("alpha")["seed"].nunique()
@@ -402,6 +421,30 @@ def _branch_notes(df: pd.DataFrame, branches: list[str], grid: np.ndarray) -> li
         if gone:
             notes.append(f"{b} branch: {gone} strength(s) with no usable seed left out")
     return notes
+
+
+def is_refined(df: pd.DataFrame) -> pd.Series:
+    """Rows written by a refinement (:mod:`phaseprobe.sweep.refine`): strengths not on the spec's grid."""
+    if "refined" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["refined"].fillna(False).astype(bool)
+
+
+def _refined_inside(rows: pd.DataFrame, a_lo: float, a_hi: float) -> int:
+    """Refined strengths among ``rows`` strictly inside ``(a_lo, a_hi)``."""
+    a = rows["alpha"].astype(float)
+    return int(a[(a > a_lo) & (a < a_hi)].nunique())
+
+
+def _narrow(alphas: np.ndarray, mean: np.ndarray, a_lo: float, a_hi: float, sign: float, travel: int) -> tuple[float, float]:
+    """The two neighbouring measured strengths in ``[a_lo, a_hi]`` with the largest step of ``mean``
+    in direction ``sign`` along the direction of travel (the cell itself when nothing lies inside)."""
+    inside = np.flatnonzero((alphas >= a_lo) & (alphas <= a_hi) & np.isfinite(mean))
+    if inside.size < 3:
+        return float(a_lo), float(a_hi)
+    steps = np.diff(mean[inside]) * sign * travel
+    k = int(np.argmax(steps))
+    return float(alphas[inside[k]]), float(alphas[inside[k + 1]])
 
 
 def _counts(df: pd.DataFrame, branch: str) -> tuple[int, int]:
@@ -445,17 +488,22 @@ def find_transitions(
         return []
     if min_jump is None:
         min_jump = 0.5 if observable == "w_sq" else 0.05
-    grid = np.sort(fin["alpha"].astype(float).unique())
+    grid_all = np.sort(fin["alpha"].astype(float).unique())
+    refined = is_refined(fin)
+    grid = np.sort(fin.loc[~refined, "alpha"].astype(float).unique())  # the spec's grid (refined strengths left out)
+    gcols = np.isin(grid_all, grid)
     if notes is not None:
         notes.extend(n for n in _branch_notes(df, branches, grid) if n not in notes)
-    raw = {b: branch_table(df, b, observable, grid)[1] for b in branches}
-    tables = raw
+    raw_all = {b: branch_table(df, b, observable, grid_all)[1] for b in branches}
+    raw = {b: v[:, gcols] for b, v in raw_all.items()}
+    tables, tables_all = raw, raw_all
     if observable == "w_sq":  # ||w||^2 spans decades (the trivial phase is ~0): detect in log10
         # floored four decades below the largest usable ||w||^2 of the run: the optimiser's jitter
         # around w = 0 (factors of a few, 1e-6 to 1e-4 of the learned ||w||^2 with Adam) is no transition
         top = max([float(np.nanmax(v)) for v in raw.values() if np.isfinite(v).any()] + [0.0])
         floor = max(1e-4 * top, 1e-12)
         tables = {b: np.log10(np.maximum(v, 0) + floor) for b, v in raw.items()}
+        tables_all = {b: np.log10(np.maximum(v, 0) + floor) for b, v in raw_all.items()}
     loop_run = "up" in branches and "down" in branches
     found: list[Transition] = []
     views: dict[int, list[_SeedView]] = {}
@@ -476,9 +524,18 @@ def find_transitions(
             sign = float(np.sign(e.total))
             w0, w1 = max(e.i0 - 1, 0), min(e.i1 + 1, len(order) - 1)
             cell_lo, cell_hi = sorted((float(alphas[i]), float(alphas[j])))
-            lows, highs, nb = _bootstrap(alphas, vals, order, sign, w0, w1, min_jump, k_sigma, n_boot, rng)
-            lo = min([cell_lo] + ([float(np.percentile(lows, 2.5))] if lows else []))
-            hi = max([cell_hi] + ([float(np.percentile(highs, 97.5))] if highs else []))
+            narrow = None
+            b_lo, b_hi = cell_lo, cell_hi
+            if refined.any():  # refined strengths narrow the cell (grid detection unchanged)
+                t_all = tables_all[b]
+
+                def narrow(pick, a0, a1, t_all=t_all, sign=sign, b=b):
+                    return _narrow(grid_all, _nanmean(t_all if pick is None else t_all[pick]), a0, a1, sign, _travel(b))
+
+                b_lo, b_hi = narrow(None, cell_lo, cell_hi)
+            lows, highs, nb = _bootstrap(alphas, vals, order, sign, w0, w1, min_jump, k_sigma, n_boot, rng, narrow)
+            lo = min([b_lo] + ([float(np.percentile(lows, 2.5))] if lows else []))
+            hi = max([b_hi] + ([float(np.percentile(highs, 97.5))] if highs else []))
             sv = []
             for s in range(vals.shape[0]):
                 y = vals[s][order]  # detection scale; ||w||^2's order is read on the linear scale
@@ -494,7 +551,9 @@ def find_transitions(
             order_kind, nj, nr, ns, text = _order_label(sv, None if not loop_run else True)
             fracs = [v.jf for v in sv if np.isfinite(v.jf)]
             t = Transition(
-                observable=observable, branch=b, alpha_c=_alpha_mid(alphas, i, j), alpha_lo=lo, alpha_hi=hi,
+                observable=observable, branch=b, alpha_c=_alpha_mid(np.asarray([b_lo, b_hi]), 0, 1), alpha_lo=lo, alpha_hi=hi,
+                alpha_bracket_lo=b_lo, alpha_bracket_hi=b_hi,
+                refined_steps=_refined_inside(fin[refined & (fin["branch"] == b)], cell_lo, cell_hi),
                 order=order_kind, jump=float(e.total), jump_fraction=jf, alpha_kink=float(alphas[order[e.i0]]),
                 level_before=before, level_after=after,
                 seeds_agree=_agree([v.pos for v in sv if v.kind and v.pos is not None]),
@@ -510,7 +569,13 @@ def find_transitions(
         return found
     # ---- a loop: spinodals, hysteresis area, loop-aware order, Maxwell points ----------------
     up_m, dn_m = _nanmean(tables["up"]), _nanmean(tables["down"])
-    regions = _loss_regions(grid, branch_table(df, "up", "loss", grid)[1], branch_table(df, "down", "loss", grid)[1])
+    lu_all, ld_all = branch_table(df, "up", "loss", grid_all)[1], branch_table(df, "down", "loss", grid_all)[1]
+    both_all = np.isfinite(_nanmean(lu_all)) & np.isfinite(_nanmean(ld_all))
+    cols = gcols | both_all  # the grid, and refined strengths measured on both branches
+    g_cols = grid_all[cols]
+    both_alphas = grid_all[both_all]
+    regions = [(int(np.searchsorted(grid, g_cols[r0], "right") - 1), int(np.searchsorted(grid, g_cols[r1], "right") - 1), m)
+               for r0, r1, m in _loss_regions(g_cols, lu_all[:, cols], ld_all[:, cols], gcols[cols])]
     dlog = float(np.median(np.diff(np.log10(grid[grid > 0])))) if np.sum(grid > 0) > 1 else 1.0
     loop_thr = 0.5 * min_jump * dlog
     downs = [t for t in found if t.branch == "down"]
@@ -524,7 +589,11 @@ def find_transitions(
     def maxwell_of(t):
         c0, c1 = cells[id(t)]
         found_m = [m for r0, r1, m in regions if c1 >= r0 and c0 <= r1 + 1 and np.isfinite(m)]
-        return found_m[0] if found_m else float("nan")
+        m = found_m[0] if found_m else float("nan")
+        if np.isfinite(m):  # the strengths measured on both branches around the crossing
+            t.maxwell_lo = float(both_alphas[both_alphas <= m].max()) if (both_alphas <= m).any() else float("nan")
+            t.maxwell_hi = float(both_alphas[both_alphas >= m].min()) if (both_alphas >= m).any() else float("nan")
+        return m
 
     def relabel(t, loop):
         t.order, t.first_seeds, t.continuous_seeds, t.n_seeds, t.order_seeds = _order_label(

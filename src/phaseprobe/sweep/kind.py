@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from phaseprobe.experiment import ExperimentKind, Phase
+from phaseprobe.sweep.refine import RefineUnit, execute_refine, plan_refinement
 from phaseprobe.sweep.run import SweepContext, execute_unit, plan_units
 from phaseprobe.sweep.spec import SweepSpec, make_spec
 
@@ -13,13 +16,21 @@ def make_sweep_context(spec: SweepSpec, dataset=None) -> SweepContext:
 
 
 def plan_sweep(spec: SweepSpec) -> list[Phase]:
-    """One phase, ``trainings``: the grid's units (:func:`phaseprobe.sweep.run.plan_units`)."""
-    return [Phase("trainings", plan_units(spec))]
+    """Phase ``trainings``: the grid's units (:func:`phaseprobe.sweep.run.plan_units`); with
+    ``refine`` on, phase ``refinement``: the bisection of every transition and Maxwell point the
+    grid shows, planned from the stored grid (:func:`phaseprobe.sweep.refine.plan_refinement`)."""
+    phases = [Phase("trainings", plan_units(spec))]
+    if spec.refine:
+        phases.append(Phase("refinement", partial(plan_refinement, spec)))
+    return phases
 
 
 def run_sweep_unit(ctx: SweepContext, unit, done, emit, load_params) -> None:
-    """Run one sweep unit (a cold chunk or a continuation chain), emitting every piece."""
-    execute_unit(ctx, unit, done, emit, load_params)
+    """Run one sweep unit (a cold chunk, a continuation chain or a bisection), emitting every piece."""
+    if isinstance(unit, RefineUnit):
+        execute_refine(ctx, unit, done, emit, load_params)
+    else:
+        execute_unit(ctx, unit, done, emit, load_params)
 
 
 def analyse_sweep(run_dir, figures: bool = True, n_boot: int = 200) -> dict:

@@ -131,6 +131,9 @@ class SweepSpec(DataModelSpec):
     # analysis
     converged_grad_tol: float = 1e-3
     learned_class_acc: float = 0.5
+    # adaptive refinement of the transitions found on the grid (:mod:`phaseprobe.sweep.refine`)
+    refine: bool = False
+    refine_to: Union[float, str] = "2%"
     # execution
     chunk_size: int = 64
 
@@ -191,6 +194,9 @@ class SweepSpec(DataModelSpec):
     def hash(self) -> str:
         d = self.model_dump()
         d.pop("name", None)  # a label; chunk_size stays: it sets the members per compiled program
+        if not d.get("refine"):  # without refinement its settings change no number (older hashes stay)
+            d.pop("refine", None)
+            d.pop("refine_to", None)
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -222,7 +228,26 @@ class SweepSpec(DataModelSpec):
             raise SpecError(f"patience: must be >= 1 epoch, got {self.patience}")
         if self.batch_size is not None and self.batch_size <= 0:
             raise SpecError(f"batch_size: must be a positive integer (omit it for full batch), got {self.batch_size}")
+        self.refine_target()
         return self
+
+    def refine_target(self) -> tuple[str, float]:
+        """``refine_to`` read: ``("relative", r)`` for ``"2%"`` (bracket width below r x alpha) or
+        ``("absolute", w)`` for a number (bracket width below w, in the spec's convention)."""
+        v = self.refine_to
+        fix = "give a relative width '2%' or an absolute strength width such as 0.0005"
+        try:
+            if isinstance(v, str) and v.strip().endswith("%"):
+                kind, x = "relative", float(v.strip()[:-1]) / 100.0
+            else:
+                kind, x = "absolute", float(v)
+        except (TypeError, ValueError):
+            raise SpecError(f"refine_to: cannot read {v!r}; {fix}") from None
+        if not (math.isfinite(x) and x > 0):
+            raise SpecError(f"refine_to: must be > 0, got {v!r}; {fix}")
+        if kind == "relative" and x >= 1:
+            raise SpecError(f"refine_to: a relative width must be below 100 %, got {v!r}; {fix}")
+        return kind, x
 
 
     def check_with_data(self, dataset, make_one=None) -> "SweepSpec":

@@ -9,7 +9,7 @@ import pandas as pd
 
 from phaseprobe import conventions
 from phaseprobe.store import RunStore
-from phaseprobe.sweep.analysis import NOT_RUN, analyze, excluded, transitions_frame
+from phaseprobe.sweep.analysis import NOT_RUN, analyze, excluded, is_refined, transitions_frame
 
 
 def convergence_counts(df: pd.DataFrame, tol: float | None = None) -> dict:
@@ -84,7 +84,7 @@ def summarize(run_dir: str | Path, figures: bool = True, n_boot: int = 200) -> d
     grid_n = _planned_strengths(spec)
     if grid_n is not None:  # partial branches measured against the spec's grid, not the strengths seen
         notes = [n for n in notes if "strengths finished" not in n]
-        fin_ = df[df["final"]]
+        fin_ = df[df["final"] & ~is_refined(df)]  # grid strengths only (refined ones are extra)
         for b, g in fin_.groupby("branch"):
             n_a = g["alpha"].nunique()
             if n_a < grid_n:
@@ -94,6 +94,11 @@ def summarize(run_dir: str | Path, figures: bool = True, n_boot: int = 200) -> d
     if not tr.empty:
         for c in ("alpha_c", "alpha_lo", "alpha_hi", "alpha_kink", "spinodal_up", "spinodal_down", "maxwell"):
             tr[c.replace("alpha", "strength") if c.startswith("alpha") else c + "_strength"] = conventions.from_alpha(tr[c].to_numpy(), conv)
+        if "alpha_bracket_lo" in tr.columns:  # the measured points around the step (refined or grid), in strength
+            tr["bracket_lo"] = conventions.from_alpha(tr["alpha_bracket_lo"].to_numpy(float), conv)
+            tr["bracket_hi"] = conventions.from_alpha(tr["alpha_bracket_hi"].to_numpy(float), conv)
+            tr["bracket_width"] = tr["bracket_hi"] - tr["bracket_lo"]
+            tr["maxwell_width"] = conventions.from_alpha((tr["maxwell_hi"] - tr["maxwell_lo"]).to_numpy(float), conv)
     pl = pd.DataFrame([p.as_dict() for p in res["plateaus"]])
     if not pl.empty:
         pl["strength_from"] = conventions.from_alpha(pl["alpha_from"].to_numpy(), conv)
@@ -122,12 +127,18 @@ def summarize(run_dir: str | Path, figures: bool = True, n_boot: int = 200) -> d
         "no loop measured; 'jump-no-loop' = most seeds jump, both branches measured and they coincide; "
         "'continuous' = most seeds change over several grid steps; 'undetermined' = no majority. seeds agree = the "
         "most seeds whose jumps lie within one grid step of each other. Spinodals = where each branch jumps; "
-        "Maxwell = where the branches' regularised losses cross (one per loop, whatever the observable)."
+        "Maxwell = where the branches' regularised losses cross (one per loop, whatever the observable). "
+        "bracket = the two measured strengths around the largest step (bracket width = their distance); "
+        "refined steps = strengths added inside that grid cell by bisection (spec 'refine'), each trained with "
+        "the branch's own protocol; maxwell width = the distance of the strengths measured on both branches "
+        "around the Maxwell crossing."
+        + (f" {int(is_refined(fin).sum())} of the trainings are refinement steps." if is_refined(fin).any() else "")
     )
     show_tr = tr[[c for c in ("observable", "branch", "strength_c", "strength_lo", "strength_hi", "detect_fraction",
+                              "bracket_lo", "bracket_hi", "bracket_width", "refined_steps",
                               "order", "order_seeds", "seeds_agree", "n_seeds", "jump", "jump_fraction", "level_before",
                               "level_after", "spinodal_up_strength", "spinodal_down_strength", "maxwell_strength",
-                              "hysteresis_area", "diverged", "not_run") if c in tr.columns]] if not tr.empty else tr
+                              "maxwell_width", "hysteresis_area", "diverged", "not_run") if c in tr.columns]] if not tr.empty else tr
     show_pl = pl[[c for c in ("branch", "strength_from", "strength_to", "level", "classes", "n_classes_learned",
                               "n_seeds", "diverged") if c in pl.columns]] if not pl.empty else pl
     if figures:
