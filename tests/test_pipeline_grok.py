@@ -197,7 +197,8 @@ def test_grid_writes_one_sub_run_per_cell_and_one_report(spec_file, env, tmp_pat
         assert RunStore(out / "cells" / c).meta()["kind"] == "grok"
         assert (out / "cells" / c / "grok_curves.png").exists() and (out / "cells" / c / "delays.csv").exists()
     report = (out / "report.html").read_text()
-    assert report.count("Cell lr = ") == 2 and (out / "cells.csv").exists()
+    assert len(list(out.glob("report_cell-*.json"))) == 2 and (out / "cells.csv").exists()  # one section per cell
+    assert "Cell lr = 0.01" in report and "Cell lr = 0.003" in report
     r = subprocess.run([sys.executable, "-m", "phaseprobe.cli", "show", str(out)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "grid of 2 cells of kind grok" in r.stdout and "lr-0.003" in r.stdout
