@@ -168,15 +168,16 @@ OBSERVABLES = {"test_acc": "test acc", "train_acc": "train acc", "w_sq": "log10 
 
 def transition_columns(s: str) -> list:
     """The transitions table's columns (``s``: the strength's name, alpha or beta), most
-    important first in priority; ``--wide`` shows all of them."""
+    important first in priority; ``--wide`` shows all of them. The bracket is the bisection
+    bracket when the run refined the transition, else the grid cell widened by the seed bootstrap."""
+    from phaseprobe.plots.sweep_plots import interval
     from phaseprobe.plots.tables import Col, fmt_bracket, fmt_fraction, fmt_num
 
     return [
         Col("observable", "observable", fmt=lambda r: OBSERVABLES.get(r.get("observable"), str(r.get("observable"))),
             justify="left"),
         Col("branch", "branch", justify="left"),
-        Col("strength_c", f"{s}_c [bracket]",
-            fmt=lambda r: fmt_bracket(r.get("strength_c"), r.get("strength_lo"), r.get("strength_hi"))),
+        Col("strength_c", f"{s}_c [bracket]", fmt=lambda r: fmt_bracket(r.get("strength_c"), *interval(r)[:2])),
         Col("order", "order", justify="left"),
         Col("bracket_width", "bracket width", priority=1),
         Col("refined_steps", "refined", fmt=lambda r: _count(r.get("refined_steps")), priority=3),
@@ -224,8 +225,9 @@ def _print_tables(res, con: Console | None = None) -> None:
     tr = res["transitions"]
     if len(tr):
         print_fitted(con, tr, transition_columns(s),
-                     title=f"transitions ({s}_c at the seed mean's largest step; bracket = grid cell widened by a "
-                           "bootstrap over seeds; seeds agree = jumps within one grid step)")
+                     title=f"transitions ({s}_c at the seed mean's largest step; bracket = bisection bracket "
+                           "when refined, else the grid cell widened by a bootstrap over seeds; seeds agree = jumps "
+                           "within one grid step)")
     else:
         con.print("transitions: none found")
     pl = res["plateaus"]
