@@ -16,7 +16,7 @@ import pytest
 
 from phaseprobe.plots.report import add_section, record_provenance, write_report
 
-from tiny_runs import tiny_sweep
+from tiny_runs import tiny_grid, tiny_sweep
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
@@ -81,12 +81,15 @@ def _load(page: Path, tmp: Path) -> str:
 
 
 @pytest.mark.browser
-def test_report_renders_in_headless_chromium(sweep, tmp_path):
+@pytest.mark.parametrize("kind", ["sweep", "grid"])
+def test_report_renders_in_headless_chromium(kind, tmp_path_factory, tmp_path):
     if CHROMIUM is None:
         pytest.skip("no chromium installed: `apt-get install chromium` to run the browser test (.ci/run does)")
+    root = tmp_path_factory.getbasetemp() / "views"
+    run = tiny_sweep(root)[0] if kind == "sweep" else tiny_grid(root)[0]
     t0 = time.monotonic()
-    dom = _load(sweep / "report.html", tmp_path)
-    n_figs = (sweep / "report.html").read_text().count("Plotly.newPlot(")
+    dom = _load(run / "report.html", tmp_path)
+    n_figs = (run / "report.html").read_text().count("Plotly.newPlot(")
     assert n_figs >= 1
     assert dom.count("class=\"plotly-fig js-plotly-plot\"") == n_figs, "not every figure was drawn"
     assert dom.count("class=\"main-svg\"") >= n_figs  # plotly draws its plots as SVG
@@ -101,4 +104,4 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
     dom = _load(bad, tmp_path)
     errors = json.loads(re.search(r'data-errors="([^"]*)"', dom).group(1).replace("&quot;", '"'))
     assert "boom" in errors and any("undefined_fn" in e for e in errors)
-    print(f"chromium: report rendered and checked in {time.monotonic() - t0:.1f} s")
+    print(f"chromium: {kind} report rendered and checked in {time.monotonic() - t0:.1f} s")
