@@ -37,7 +37,7 @@ def test_sweep_report_is_self_contained_with_toc_links_and_provenance(sweep):
     page = (sweep / "report.html").read_text()
     assert page.count("var Plotly") <= 1 and page.count("<script type='text/javascript'>") == 1  # plotly.js once
     assert "Plotly.newPlot" in page and "<script src=" not in page  # nothing fetched from the network
-    assert "<nav><b>Contents</b>" in page and "href='#s1'" in page
+    assert "<nav><b>Contents</b>" in page and "href='#s1'" in page and "<a id='s1'></a><h2>" in page
     assert "class='tablewrap'" in page and "overflow-x:auto" in page
     assert "data:image/png;base64" in page and ".fig.full img{max-width:none" in page
     files = [p.relative_to(sweep).as_posix() for p in (sweep / "records").iterdir()] + ["transitions.csv", "spec.json"]

@@ -329,7 +329,7 @@ def write_report(run_dir: str | Path) -> Path:
     def heading(title: str) -> str:
         anchor = f"s{len(toc) + 1}"
         toc.append(f"<li><a href='#{anchor}'>{_esc(title)}</a></li>")
-        return f"<h2 id='{anchor}'>{_esc(title)}</h2>"
+        return f"<a id='{anchor}'></a><h2>{_esc(title)}</h2>"
 
     fig_i = 0
     for s in secs:
