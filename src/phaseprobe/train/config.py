@@ -59,6 +59,9 @@ class TrainConfig:
     to the plain gradient step, ``w <- w - lr * grad L + sqrt(2 * lr * T) * xi`` with
     ``xi ~ N(0, I)`` and ``T`` the member's ``temperature`` (the config's value, or one per
     member given to :meth:`Trainer.train`); see :func:`phaseprobe.train.optimisers.langevin_noise`.
+    ``L`` is the regularised loss of :mod:`phaseprobe.conventions` (``E`` a mean over samples), so
+    ``T`` is in its units. With minibatches the minibatch gradient's own noise adds to it; full
+    batch (``optimizer="gd"``) gives the Langevin noise alone.
     """
 
     loss: str = "ce"
