@@ -22,6 +22,7 @@ import html
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -129,11 +130,27 @@ def _version(pkg: str) -> str:
         return "not installed"
 
 
+def _nvidia_gpus() -> str | None:
+    """The NVIDIA GPUs ``nvidia-smi`` lists (None when it is absent or fails)."""
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                           timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()] if r.returncode == 0 else []
+    return f"{len(names)} NVIDIA GPU(s): " + ", ".join(names) if names else None
+
+
 def _accelerator() -> str:
-    """The JAX devices when JAX is already loaded (never loads it), else 'not queried'."""
+    """The JAX devices when JAX is already loaded (never loads it), else the NVIDIA GPUs
+    ``nvidia-smi`` lists, else 'none found'."""
     jax = sys.modules.get("jax")
     if jax is None:
-        return "not queried (JAX not loaded)"
+        return _nvidia_gpus() or "no GPU found (nvidia-smi absent; JAX not loaded by this command)"
     try:
         devs = jax.devices()
         kinds = sorted({f"{d.platform}: {getattr(d, 'device_kind', d.platform)}" for d in devs})
@@ -151,7 +168,7 @@ def provenance() -> dict:
     cwd = Path.cwd()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "command": " ".join([Path(sys.argv[0]).name if sys.argv else "python"] + sys.argv[1:]),
+        "command": shlex.join(sys.argv) if sys.argv else "",
         "argv": list(sys.argv),
         "cwd": str(cwd),
         "git_commit": _git_commit(cwd) or "not in a git repository",
