@@ -10,9 +10,13 @@ After the grid (phase ``trainings``), phase ``refinement`` is planned from the s
   initialisation, or a warm start from the stored model at the grid point just before the jump
   (in the branch's direction of travel), with a fresh optimiser state or the one stored with that
   piece (``fresh_opt = false``). The seed mean of the detector's observable (test accuracy, or
-  ``log10(||w||^2 + floor)``) decides which phase the midpoint landed in: the one whose grid end
-  value it is nearer. The bracket halves until its width is below ``refine_to`` (``"2%"``: 2 % of
-  the bracket's lower end; a number: an absolute width in the spec's convention).
+  ``log10(||w||^2 + floor)``) decides which phase the midpoint landed in: the phase of the
+  bracket end whose value it is nearer; that end moves to the midpoint (so the bracket keeps the
+  larger part of the change: it follows the seed mean's largest step, where the analysis locates
+  the transition; when seeds jump at different strengths the seed mean has one step per group of
+  seeds and the bisection follows the largest). The bracket halves until its width is below
+  ``refine_to`` (``"2%"``: 2 % of the bracket's lower end; a number: an absolute width in the
+  spec's convention).
 * **Maxwell points** (loops). Where the seed-mean regularised losses of the two branches cross
   (the grid cell of the analysis's Maxwell crossing), each step trains both branches at the
   midpoint -- the up branch warm-started from its model at the cell's lower end, the down branch
@@ -22,7 +26,7 @@ Every step is one piece of a chain unit (``refine-<branch>-t<k>-b<j>``, ``branch
 ``up``, ``down`` or ``maxwell``), written like any other piece: records with ``refined = True``,
 ``alpha_index = -1``, the strength trained, the bracket after the step (``refine_lo``,
 ``refine_hi``, canonical alpha) and where the midpoint landed (``refine_side``); arrays with the
-trained members and the bracket (``refine_bracket``), so an interrupted refinement resumes from its
+trained members and the bracket with its ends' decision values (``refine_bracket``), so an interrupted refinement resumes from its
 last finished step and ends with the same numbers. A Maxwell piece holds both branches' members
 (up first). Keys derive from the seeds, the unit and the step, so the numbers depend only on the spec.
 """
@@ -262,13 +266,19 @@ def _start(ctx: SweepContext, unit: RefineUnit, b: int, load_params):
     return model, opt, np.concatenate(stopped)
 
 
-def _decide(value: float, unit: RefineUnit) -> bool:
-    """True when the midpoint landed in the phase after the jump."""
-    if unit.observable == "loss_gap":
-        return bool(np.isfinite(value) and np.sign(value) == np.sign(unit.y_after))
+def _like_hi(value: float, y_lo: float, y_hi: float, observable: str) -> bool:
+    """True when the midpoint resembles the bracket's upper end (the change lies below it).
+
+    Transitions: the seed mean is nearer the upper end's value than the lower end's, i.e. the
+    larger part of the change lies between the lower end and the midpoint (the bracket follows the
+    seed mean's largest step, as the analysis locates it). Maxwell points: ``L_up - L_down`` has the
+    upper end's sign. A midpoint without a usable member resembles the upper end.
+    """
     if not np.isfinite(value):
-        return True  # no usable member at the midpoint: the bracket closes from above (noted in the records)
-    return abs(value - unit.y_after) < abs(value - unit.y_before)
+        return True
+    if observable == "loss_gap":
+        return bool(np.sign(value) == np.sign(y_hi))
+    return abs(value - y_hi) < abs(value - y_lo)
 
 
 def execute_refine(ctx: SweepContext, unit: RefineUnit, done: set[str], emit, load_params, on_runs=None) -> None:
@@ -290,9 +300,11 @@ def execute_refine(ctx: SweepContext, unit: RefineUnit, done: set[str], emit, lo
         start += 1
     if start == len(pieces):
         return
+    # the bracket (ascending) and the seed-mean decision values at its two ends
     lo, hi = unit.lo, unit.hi
+    y_lo, y_hi = (unit.y_before, unit.y_after) if unit.before_is_lo else (unit.y_after, unit.y_before)
     if start > 0:
-        lo, hi = (float(v) for v in np.asarray(load_params(pieces[start - 1])[BRACKET_KEY], np.float64))
+        lo, hi, y_lo, y_hi = (float(v) for v in np.asarray(load_params(pieces[start - 1])[BRACKET_KEY], np.float64))
     k = len(unit.seeds)
     begin = [_start(ctx, unit, b, load_params) for b in range(len(unit.branches))]
     fresh = None
@@ -322,11 +334,12 @@ def execute_refine(ctx: SweepContext, unit: RefineUnit, done: set[str], emit, lo
             v = _scale(fin[col].to_numpy(float), unit.observable, unit.floor)[ok]
             means.append(float(np.mean(v)) if v.size else float("nan"))
         value = means[0] - means[1] if unit.observable == "loss_gap" else means[0]
-        after = _decide(value, unit)
-        if after == unit.before_is_lo:
-            hi = mid  # the after-phase end (or, for a loop's Maxwell point, the up-side end) moves in
+        like_hi = _like_hi(value, y_lo, y_hi, unit.observable)
+        after = like_hi == unit.before_is_lo  # landed in the phase after the jump (branch's direction of travel)
+        if like_hi:
+            hi, y_hi = mid, value
         else:
-            lo = mid
+            lo, y_lo = mid, value
         records = pd.concat(frames, ignore_index=True)
         records["refined"] = True
         records["refine_id"] = unit.uid
@@ -338,7 +351,7 @@ def execute_refine(ctx: SweepContext, unit: RefineUnit, done: set[str], emit, lo
         records["refine_hi"] = float(hi)
         arrays = ctx.params_to_arrays(_concat_members(models) if len(models) > 1 else models[0])
         arrays[CHAIN_STOPPED_KEY] = np.concatenate(stops)
-        arrays[BRACKET_KEY] = np.asarray([lo, hi], np.float64)
+        arrays[BRACKET_KEY] = np.asarray([lo, hi, y_lo, y_hi], np.float64)
         emit(pieces[j], records, arrays)
         if on_runs:
             on_runs(k * len(unit.branches))
