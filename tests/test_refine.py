@@ -147,6 +147,20 @@ def test_refined_points_are_ordinary_records(runs):
     assert len(again) == len(coarse)
 
 
+def test_refinement_in_member_chunks_equals_one_program(tmp_path):
+    """Three seeds in chunks of two (two grid chains): each bisection step trains every seed, chunk by
+    chunk, and decides on all of them; the numbers equal those of one three-member program."""
+    kw = dict(alphas="lin:0.5:0.8:4", mode="up", seeds=3, refine=True, refine_to=0.025)
+    a = run_sweep(_dln(chunk_size=2, **kw), tmp_path / "c2")
+    b = run_sweep(_dln(chunk_size=3, **kw), tmp_path / "c3")
+    ra, rb = (x[x["final"] & is_refined(x)].sort_values(["refine_step", "seed"]).reset_index(drop=True) for x in (a, b))
+    assert len(ra) == 3 * 2 and (ra.groupby("refine_step")["seed"].nunique() == 3).all()
+    np.testing.assert_allclose(ra["alpha"], rb["alpha"])
+    np.testing.assert_allclose(ra["w_sq"], rb["w_sq"], rtol=1e-4, atol=1e-6)
+    assert list(ra["refine_side"]) == list(rb["refine_side"])
+    assert RunStore(tmp_path / "c2").load_params("refine-up-t0-b01")["p000"].shape[0] == 3
+
+
 def test_transition_table_reports_brackets_and_figures_draw(runs):
     from phaseprobe.geometry.run_curvature import _points
     from phaseprobe.runs import open_run

@@ -37,6 +37,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -247,6 +248,15 @@ def _concat_members(trees):
                                   *trees)
 
 
+def _take(tree, sl: slice, k: int):
+    """Members ``sl`` of a stacked pytree (leaves whose leading axis is the ``k`` members)."""
+    def take(x):
+        return x[sl] if hasattr(x, "ndim") and x.ndim and x.shape[0] == k else x
+
+    params, static = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.tree_util.tree_map(take, params), static)
+
+
 def _start(ctx: SweepContext, unit: RefineUnit, b: int, load_params):
     """(stacked start model, optimiser state or None, stopped mask) of branch ``b`` of ``unit``."""
     k = len(unit.seeds)
@@ -319,15 +329,28 @@ def execute_refine(ctx: SweepContext, unit: RefineUnit, done: set[str], emit, lo
                 model = _where_members(stopped, fresh, model)
                 if opt is not None:
                     opt = _where_members(stopped, jax.tree_util.tree_map(jnp.zeros_like, opt), opt, k)
-            keys = jnp.stack([refine_key(s, unit.tag, j, b) for s in unit.seeds])
-            res = tr.train(model, jnp.full((k,), mid, jnp.float32), key=keys, opt_state=opt, record_at=_record_at(spec))
-            df = _rows(ctx, res, branch, [0] * k, unit.seeds, j, time.perf_counter() - t0, not_run=stopped)
+            # at most chunk_size members per program, as the grid's units (the decision waits for all seeds)
+            parts, trained, div = [], [], []
+            for c0 in range(0, k, spec.chunk_size):
+                sl = slice(c0, min(c0 + spec.chunk_size, k))
+                whole = k <= spec.chunk_size
+                sub_model = model if whole else _take(model, sl, k)
+                sub_opt = opt if (whole or opt is None) else _take(opt, sl, k)
+                sds = unit.seeds[sl]
+                keys = jnp.stack([refine_key(s, unit.tag, j, b) for s in sds])
+                res = tr.train(sub_model, jnp.full((len(sds),), mid, jnp.float32), key=keys, opt_state=sub_opt,
+                               record_at=_record_at(spec))
+                parts.append(_rows(ctx, res, branch, [0] * len(sds), sds, j, time.perf_counter() - t0, not_run=stopped[sl]))
+                trained.append(res.model)
+                div.append(parts[-1]["diverged"].to_numpy(bool)[-len(sds):])  # the final record's rows, member order
+            df = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)  # chunk by chunk: members in order
+            res_model = _concat_members(trained)
             df["alpha"] = float(mid)
             df["strength"] = float(conventions.from_alpha(mid, spec.convention))
             df["alpha_index"] = -1
             frames.append(df)
-            models.append(res.model)
-            stops.append(stopped | df["diverged"].to_numpy(bool)[-k:])
+            models.append(res_model)
+            stops.append(stopped | np.concatenate(div))
             fin = df[df["final"]]
             ok = ~fin["diverged"].to_numpy(bool)
             col = "loss" if unit.observable == "loss_gap" else unit.observable
