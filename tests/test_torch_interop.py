@@ -15,6 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed: pip install 'phaseprobe[torch]' (CI installs torch==2.13.0)")
 nn = torch.nn
+F = torch.nn.functional
 
 import phaseprobe  # noqa: E402
 from phaseprobe.errors import PhaseprobeError  # noqa: E402
@@ -130,12 +131,94 @@ BAD = {
 
 
 class Net(nn.Module):
+    """Not a chain of layers: an arithmetic step in forward."""
+
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(3, 2)
 
     def forward(self, x):
         return self.fc(x) * 2
+
+
+class TutorialNet(nn.Module):
+    """The PyTorch tutorials' shape of a custom module (layers registered out of call order)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc2 = nn.Linear(16, 10)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(4 * 4 * 4, 16)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv(x)))
+        x = x.view(x.size(0), -1)
+        x = torch.tanh(self.fc1(x))
+        x = F.dropout(x, 0.3, training=self.training)
+        return self.fc2(F.leaky_relu(x, 0.1))
+
+
+class PooledNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.block = nn.Sequential(nn.Linear(4 * 2 * 2, 16), nn.GELU())
+        self.fc2 = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.pool(self.pool(torch.relu(self.conv(x))))
+        x = torch.flatten(x, 1)
+        return self.fc2(self.block(x).sigmoid())
+
+
+class Residual(TutorialNet):
+    def forward(self, x):
+        x = torch.flatten(self.pool(self.conv(x)), 1)
+        h = self.fc1(x)
+        return self.fc2(h + torch.tanh(h))
+
+
+class SharedWeights(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(5, 5)
+
+    def forward(self, x):
+        return self.fc1(torch.relu(self.fc1(x)))
+
+
+class Branchy(TutorialNet):
+    def forward(self, x):
+        if x.sum() > 0:
+            x = -x
+        return self.fc2(self.fc1(torch.flatten(self.pool(self.conv(x)), 1)))
+
+
+def test_custom_chain_module_matches_torch_and_round_trips():
+    torch.manual_seed(8)
+    for cls in (TutorialNet, PooledNet):
+        net = cls()
+        model = _compare(net, (1, 8, 8))
+        twin = cls()
+        state = phaseprobe.to_torch(model, twin)  # by name, though registered out of call order
+        assert list(state) == list(net.state_dict())
+        for k, v in net.state_dict().items():
+            assert torch.equal(state[k], v), k
+    assert model.names == ("conv", "<relu>", "pool", "pool", "<flatten>", "block.0", "block.1", "<sigmoid>", "fc2")
+
+
+@pytest.mark.parametrize("cls, match", [
+    (Residual, r"^model: layer '<module>' \(Residual\) computes 'add' \(add\), which from_torch cannot read; "),
+    (SharedWeights, r"^model: layer 'fc1' \(Linear\) is called twice \(shared weights\); "),
+    (Branchy, r"^model: layer '<module>' \(Branchy\) is a custom module whose forward cannot be traced \("),
+])
+def test_custom_modules_that_are_not_chains_are_refused(cls, match):
+    torch.manual_seed(9)
+    with pytest.raises(TorchModelError, match=match) as e:
+        phaseprobe.from_torch(cls())
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("where", list(BAD))
@@ -154,7 +237,7 @@ def test_unsupported_layer_is_one_line_naming_it(where):
 
 
 def test_custom_module_hooks_and_non_modules_are_refused():
-    with pytest.raises(TorchModelError, match=r"^model: layer '<module>' \(Net\) is not supported \(a custom module"):
+    with pytest.raises(TorchModelError, match=r"^model: layer '<module>' \(Net\) computes 'mul' \(mul\), which from_torch cannot read; "):
         phaseprobe.from_torch(Net())
     net = nn.Sequential()
     net.add_module("body", Net())
@@ -203,8 +286,16 @@ def test_to_torch_refuses_mismatches_in_one_line():
         phaseprobe.to_torch(model, wrong)
     assert "\n" not in str(e.value)
     assert all(torch.equal(before[k], v) for k, v in wrong.state_dict().items()), "nothing is written on a mismatch"
-    with pytest.raises(TorchModelError, match=r"^module: has 6 parameter tensors but the model has 5; "):
+    with pytest.raises(TorchModelError, match=r"^module: parameter '5\.bias' has no counterpart in the model \(which has 0\.weight, 0\.bias, .*, 5\.weight\); "):
         phaseprobe.to_torch(model, nn.Sequential(*_arch()[:-1], nn.Linear(16, 3)))
+    with pytest.raises(TorchModelError, match=r"^module: has no parameter '4\.0\.bias', which the model has; "):
+        phaseprobe.to_torch(model, nn.Sequential(*_arch()[:4], nn.Sequential(nn.Linear(64, 16, bias=False)), _arch()[5]))
+    # a model that is not from from_torch (the project's MLP) is matched in order
+    from phaseprobe.models import build_model
+
+    mlp = build_model("mlp", (6,), 3, key=jax.random.PRNGKey(0), depth=1, width=4)
+    with pytest.raises(TorchModelError, match=r"^module: has 2 parameter tensors but the model has 4; "):
+        phaseprobe.to_torch(mlp, nn.Sequential(nn.Linear(6, 3)))
     stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), model)
     with pytest.raises(TorchModelError, match=r"a stacked ensemble\? pass one member"):
         phaseprobe.to_torch(stacked, _arch())

@@ -18,12 +18,19 @@ Supported layers (anything else is refused with one line naming the layer and it
   with output size 1 (global average);
 * activations: ``ReLU``, ``Tanh``, ``Sigmoid``, ``GELU`` (both ``approximate`` settings),
   ``LeakyReLU``, ``SiLU``, ``ELU``, ``Softplus``;
-* ``nn.Identity`` and the dropout layers (identity, as in eval mode).
+* ``nn.Identity`` and the dropout layers (identity, as in eval mode);
+* a custom module whose ``forward`` applies such layers and the functions ``relu``, ``tanh``,
+  ``sigmoid``, ``gelu``, ``silu``, ``leaky_relu``, ``dropout``, ``torch.flatten(x, 1)`` and
+  ``x.view(x.size(0), -1)`` one after another (the PyTorch tutorials' ``Net``): its forward is
+  read with ``torch.fx``. Branches (residual additions, concatenations), parameters used
+  directly in ``forward`` and a layer with parameters called twice are refused.
 
 Heads must end in logits: ``Softmax``/``LogSoftmax`` are refused, since phaseprobe's losses
 apply the softmax themselves. Normalisation layers (``BatchNorm``, ``LayerNorm``), attention
 and custom modules are refused; the message says what to do.
 
+The converted layers are named by their torch paths (:class:`Sequential` keeps the child
+names), so :func:`to_torch` matches a converted model's parameters to a module's by name.
 Parameters keep the torch tensors' values and dtype (float64 stays float64 only with JAX's x64
 enabled). Parameter leaves are named ``weight`` and ``bias`` as in torch, so
 :func:`phaseprobe.models.penalty_mask` (``penalty_on="weights"``) treats them like the
@@ -294,7 +301,97 @@ def _convert(m, path: str):
         raise _refuse(path, m, "is not supported (a Sequential subclass whose forward cannot be read); rebuild it as nn.Sequential")
     if type(m).__module__.startswith("torch.nn"):
         raise _refuse(path, m, f"is not supported; use {', '.join(SUPPORTED)}")
-    raise _refuse(path, m, f"is not supported (a custom module whose forward cannot be read); pass an nn.Sequential of {', '.join(SUPPORTED)}")
+    return _trace(m, path)
+
+
+def _functions():
+    """Functions and tensor methods a traced forward may apply: name -> layer builder."""
+    torch = _torch()
+    F = torch.nn.functional
+
+    def act(name):
+        return lambda args, kwargs: Activation(name)
+
+    def gelu(args, kwargs):
+        return Activation("gelu_tanh" if kwargs.get("approximate", args[1] if len(args) > 1 else "none") == "tanh" else "gelu")
+
+    def leaky(args, kwargs):
+        return Activation("leaky_relu", (float(kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)),))
+
+    def flatten(args, kwargs):
+        start = int(kwargs.get("start_dim", args[1] if len(args) > 1 else 0))
+        end = int(kwargs.get("end_dim", args[2] if len(args) > 2 else -1))
+        if start == 0:
+            return None  # flattens the batch axis
+        return Flatten(start_dim=start, end_dim=end)
+
+    funcs = {torch.relu: act("relu"), F.relu: act("relu"), torch.tanh: act("tanh"), F.tanh: act("tanh"),
+             torch.sigmoid: act("sigmoid"), F.sigmoid: act("sigmoid"), F.silu: act("silu"), F.gelu: gelu,
+             F.leaky_relu: leaky, torch.flatten: flatten, F.dropout: lambda a, k: Identity()}
+    methods = {"relu": act("relu"), "tanh": act("tanh"), "sigmoid": act("sigmoid"), "flatten": flatten}
+    return funcs, methods
+
+
+def _trace(m, path: str):
+    """A custom module whose forward applies supported layers and functions one after another
+    (``x = self.pool(F.relu(self.conv(x))); x = torch.flatten(x, 1); return self.fc(x)``),
+    read with ``torch.fx``, as a :class:`Sequential` named by the submodules' paths."""
+    import torch.fx
+
+    where = (lambda name: f"{path}.{name}" if path else name)
+    try:
+        graph = torch.fx.symbolic_trace(m).graph
+    except Exception as e:  # noqa: BLE001 -- tracing fails in many ways; one line names it
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _refuse(path, m, f"is a custom module whose forward cannot be traced ({first[:120]}); pass an nn.Sequential of {', '.join(SUPPORTED)}") from None
+    funcs, methods = _functions()
+    nodes = list(graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise _refuse(path, m, f"has a forward with {len(inputs)} inputs; from_torch reads forwards of one tensor")
+    layers, names, used = [], [], set()
+    cur = inputs[0]
+
+    def not_chain(node, what):
+        return _refuse(path, m, f"computes '{node.name}' ({what}), which from_torch cannot read; its forward must apply supported layers and functions one after another")
+
+    for node in nodes:
+        if node.op in ("placeholder",):
+            continue
+        if node.op == "output":
+            if node.args[0] is not cur:
+                raise not_chain(node, "an output that is not the last layer's")
+            break
+        if node.op == "call_method" and node.target == "size" and node.args[0] is cur:
+            continue  # x.size(0) feeding a view/reshape below
+        if not node.args or node.args[0] is not cur:
+            raise not_chain(node, str(getattr(node.target, "__name__", node.target)))
+        others = [a for a in list(node.args[1:]) + list(node.kwargs.values()) if isinstance(a, torch.fx.Node)]
+        if node.op == "call_module":
+            sub = m.get_submodule(node.target)
+            if others:
+                raise not_chain(node, f"{type(sub).__name__} called with more than one tensor")
+            if any(True for _ in sub.parameters()):
+                if node.target in used:
+                    raise _refuse(where(node.target), sub, "is called twice (shared weights); from_torch converts each layer once")
+                used.add(node.target)
+            layers.append(_convert(sub, where(node.target)))
+            names.append(str(node.target))
+        elif node.op == "call_method" and node.target in ("view", "reshape") and len(node.args) == 3 \
+                and isinstance(node.args[1], torch.fx.Node) and node.args[1].target == "size" \
+                and node.args[1].args[0] is cur and tuple(node.args[1].args[1:]) == (0,) and node.args[2] == -1:
+            layers.append(Flatten(start_dim=1, end_dim=-1))  # x.view(x.size(0), -1)
+            names.append(f"<{node.name}>")
+        else:
+            table = funcs if node.op == "call_function" else (methods if node.op == "call_method" else {})
+            make = table.get(node.target)
+            layer = None if (make is None or others) else make(node.args, node.kwargs)
+            if layer is None:
+                raise not_chain(node, str(getattr(node.target, "__name__", node.target)))
+            layers.append(layer)
+            names.append(f"<{node.name}>")
+        cur = node
+    return Sequential(layers=tuple(layers), names=tuple(names))
 
 
 def from_torch(module) -> eqx.Module:
@@ -310,8 +407,9 @@ def from_torch(module) -> eqx.Module:
     **Arguments:**
 
     - `module`: a ``torch.nn.Module`` built from ``nn.Sequential`` (nested), ``Linear``,
-      ``Conv2d``, ``Flatten``, pooling, elementwise activations, ``Identity`` and dropout, with
-      float32 or float64 parameters, ending in logits (no softmax).
+      ``Conv2d``, ``Flatten``, pooling, elementwise activations, ``Identity`` and dropout (or a
+      custom module whose forward applies them one after another), with float32 or float64
+      parameters, ending in logits (no softmax).
 
     **Returns:** an Equinox module: a :class:`Sequential` of :class:`Linear`, :class:`Conv2d`,
     ... layers (or that one layer, for a bare layer) holding the module's parameters as JAX
@@ -341,12 +439,45 @@ def _fits(arr_shape: tuple, t_shape: tuple) -> bool:
     return len(t_shape) == 1 and arr_shape[:1] == t_shape and all(s == 1 for s in arr_shape[1:])
 
 
+def _named_leaves(model, prefix: str = ""):
+    """(torch parameter name, array) of a model made by :func:`from_torch`, in its layer order."""
+    if isinstance(model, Sequential):
+        for name, layer in zip(model.names, model.layers):
+            yield from _named_leaves(layer, f"{prefix}{name}.")
+    elif isinstance(model, (Linear, Conv2d)):
+        for field in ("weight", "bias"):
+            if getattr(model, field) is not None:
+                yield prefix + field, getattr(model, field)
+
+
+def _pairs(model, named: list):
+    """Model arrays paired with the torch module's ``named`` parameters: by name for a model made
+    by :func:`from_torch`, by order otherwise. Returns [(model's leaf name, array, torch name, tensor)]."""
+    if isinstance(model, (Sequential, Linear, Conv2d, Flatten, Pool2d, GlobalAvgPool2d, Activation, Identity)):
+        ours = dict(_named_leaves(model))
+        theirs = dict(named)
+        for name in theirs:
+            if name not in ours:
+                raise TorchModelError(f"module: parameter '{name}' has no counterpart in the model (which has {', '.join(ours) or 'none'}); "
+                                      f"build the torch module with the model's layers")
+        for name in ours:
+            if name not in theirs:
+                raise TorchModelError(f"module: has no parameter '{name}', which the model has; build the torch module with the model's layers")
+        return [(name, ours[name], name, t) for name, t in named]
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(model, eqx.is_inexact_array))[0]
+    if len(leaves) != len(named):
+        raise TorchModelError(
+            f"module: has {len(named)} parameter tensors but the model has {len(leaves)}; "
+            f"build the torch module with the model's layers (weights and biases) in the same order")
+    return [(_leaf_name(path), arr, name, t) for (path, arr), (name, t) in zip(leaves, named)]
+
+
 def to_torch(model, module) -> dict:
     """Write an Equinox model's parameters into a matching torch module and return its state_dict.
 
-    Parameters are matched in order: the model's floating array leaves (Equinox field order)
-    against ``module.named_parameters()`` (torch registration order). For a model made by
-    :func:`from_torch`, and for the project's own models (``MLP``: ``nn.Sequential`` of
+    A model made by :func:`from_torch` is matched by parameter name (``'features.0.weight'``).
+    Any other model is matched in order: its floating array leaves (Equinox field order)
+    against ``module.named_parameters()`` (torch registration order). For the project's own models (``MLP``: ``nn.Sequential`` of
     ``Linear`` and activations; ``ConvNet``: its ``Conv2d`` layers then the ``Linear`` head;
     ``DeepLinear``: bias-free ``Linear`` layers) built with the same sizes, that order is the
     same. Every shape must agree (an Equinox conv bias (C, 1, 1) fills torch's (C,)); values are
@@ -360,25 +491,19 @@ def to_torch(model, module) -> dict:
 
     **Returns:** the module's new ``state_dict`` (also loaded into ``module``).
 
-    **Raises:** :class:`TorchModelError`, one line, before anything is written, when the number
-    of parameter tensors or a shape differs.
+    **Raises:** :class:`TorchModelError`, one line, before anything is written, when the
+    parameter names (or, matched in order, their number) or a shape differ.
     """
     torch = _torch()
     if not isinstance(module, torch.nn.Module):
         raise TorchModelError(f"module: expected a torch.nn.Module, got {type(module).__name__}; pass the network to fill")
-    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(model, eqx.is_inexact_array))[0]
-    named = list(module.named_parameters())
-    if len(leaves) != len(named):
-        raise TorchModelError(
-            f"module: has {len(named)} parameter tensors but the model has {len(leaves)}; "
-            f"build the torch module with the model's layers (weights and biases) in the same order")
     values = {}
-    for (path, arr), (name, t) in zip(leaves, named):
+    for leaf, arr, name, t in _pairs(model, list(module.named_parameters())):
         a, ts = tuple(np.shape(arr)), tuple(t.shape)
         if not _fits(a, ts):
             hint = " (a stacked ensemble? pass one member)" if a[1:] == ts else ""
             raise TorchModelError(
-                f"module: parameter '{name}' has shape {ts} but the model's {_leaf_name(path)} has {a}{hint}; "
+                f"module: parameter '{name}' has shape {ts} but the model's {leaf} has {a}{hint}; "
                 f"build the torch module with the model's sizes")
         values[name] = torch.from_numpy(np.array(arr, copy=True).reshape(ts)).to(t.dtype)
     state = module.state_dict()
