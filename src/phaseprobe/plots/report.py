@@ -36,7 +36,7 @@ from phaseprobe.store.run_store import atomic_write_text
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 .tablewrap{overflow-x:auto;max-width:100%;margin:0.5em 0 1.5em}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}
-th{background:#f3f3f3}td.l,th.l{text-align:left}
+th{background:#f3f3f3}table.l td,table.l th{text-align:left}
 .fig{overflow:auto;max-width:100%;margin:0.5em 0}.fig img{max-width:100%;border:1px solid #ddd;cursor:zoom-in}
 .fig.full img{max-width:none;cursor:zoom-out}
 pre{background:#f7f7f7;padding:0.7em;font-size:12px;overflow:auto}
@@ -221,11 +221,13 @@ def _table_html(split: dict) -> str:
     return frame_html(df)
 
 
-def frame_html(df: pd.DataFrame) -> str:
-    """A frame as an HTML table inside a sideways-scrolling box (missing values as —)."""
+def frame_html(df: pd.DataFrame, cls: str = "") -> str:
+    """A frame as an HTML table inside a sideways-scrolling box (missing values as —); ``cls``: a
+    CSS class of the table (``"l"``: left-aligned text)."""
     head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
-    return f"<div class='tablewrap'><table><tr>{head}</tr>{body}</table></div>"
+    attr = f" class='{cls}'" if cls else ""
+    return f"<div class='tablewrap'><table{attr}><tr>{head}</tr>{body}</table></div>"
 
 
 def plotly_js() -> str:
@@ -278,7 +280,7 @@ def _provenance_html(run_dir: Path) -> str:
             "accelerator", "platform")
     if entries:
         rows = [{"": k, **{f"#{i + 1}": e.get(k, "—") for i, e in enumerate(entries)}} for k in keys]
-        parts.append("<h3>Commands that wrote this folder</h3>" + frame_html(pd.DataFrame(rows)))
+        parts.append("<h3>Commands that wrote this folder (oldest first)</h3>" + frame_html(pd.DataFrame(rows), "l"))
     t = run_dir / "phase_times.json"
     try:
         phases = json.loads(t.read_text()) if t.exists() else []
