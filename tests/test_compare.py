@@ -4,7 +4,6 @@ shown as alpha = beta/2), one overlaid figure, the transitions side by side, a r
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd

@@ -130,7 +130,7 @@ def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures:
 def print_cells(con: Console, cells) -> None:
     """A grid's cells table, fitted to the console (the grid's fields first; the rest dropped from
     the right when too wide, named below the table)."""
-    from phaseprobe.plots.tables import Col, frame_columns, print_fitted
+    from phaseprobe.plots.tables import frame_columns, print_fitted
 
     cols = frame_columns(cells, priority_from=1)
     counts = {"records", "trainings", "n_records", "converged", "diverged", "not_run", "seeds", "n_seeds"}
