@@ -141,10 +141,10 @@ class Fitted:
     dropped: list[str] = field(default_factory=list)
 
 
-def _build(rows: list[dict], cols: Sequence[Col], title: str | None) -> Table:
+def _build(rows: list[dict], cols: Sequence[Col], title: str | None, wrap: bool = False) -> Table:
     t = Table(title=Text(title) if title else None, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left", show_edge=False)
     for c in cols:
-        t.add_column(Text(c.header), justify=c.justify, no_wrap=True, overflow="ignore")
+        t.add_column(Text(c.header), justify=c.justify, no_wrap=not wrap, overflow="fold" if wrap else "ignore")
     for r in rows:
         t.add_row(*[Text(c.cell(r)) for c in cols])
     return t
@@ -162,7 +162,8 @@ def fit_table(frame: pd.DataFrame | Sequence[dict], cols: Sequence[Col], width: 
     """Build a table that fits ``width`` columns by leaving out the least important columns.
 
     Columns of the same priority are dropped from the right. A title longer than the table
-    wraps (rich). Columns of priority 0 are never dropped.
+    wraps (rich). Columns of priority 0 are never dropped; when they alone are too wide, their
+    cells wrap (never cut).
 
     **Arguments:**
 
@@ -184,6 +185,8 @@ def fit_table(frame: pd.DataFrame | Sequence[dict], cols: Sequence[Col], width: 
         keep.remove(c)
         dropped.append(c.header)
         t = _build(rows, keep, title)
+    if table_width(t) > width:  # the essential columns alone are too wide: let their cells wrap
+        t = _build(rows, keep, title, wrap=True)
     return Fitted(t, dropped)
 
 
