@@ -143,15 +143,19 @@ def side_by_side(frames: list[tuple[str, pd.DataFrame]], convention: str) -> tup
     return long, pd.DataFrame(table)
 
 
-def plot_compare(runs: list[tuple[str, pd.DataFrame]], observable: str, convention: str, out: Path) -> Path:
-    """The runs' seed-mean curves of ``observable`` overlaid, one panel per branch (matplotlib)."""
+def plot_compare(runs: list[tuple[str, pd.DataFrame]], observable: str, convention: str, out: Path,
+                 transitions: pd.DataFrame | None = None) -> Path:
+    """The runs' seed-mean curves of ``observable`` overlaid, one panel per branch (matplotlib),
+    with each run's transitions of that observable on that branch as dashed lines in its colour
+    (value and order in the legend, which sits below the panels)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from phaseprobe.plots.interactive import OBSERVABLES as NAMES
-    from phaseprobe.plots.interactive import _usable, is_linear_grid
+    from phaseprobe.plots.interactive import _usable, is_linear_grid, strength_name
+    from phaseprobe.plots.sweep_plots import branch_label
     from phaseprobe.store.run_store import save_figure
 
     branches = [b for b in ("cold", "up", "down") if any(b in set(df["branch"]) for _, df in runs)]
@@ -169,8 +173,17 @@ def plot_compare(runs: list[tuple[str, pd.DataFrame]], observable: str, conventi
             ax.plot(m.index, m["mean"], "o-", ms=3.5, color=colors[i % 10], label=label)
             ax.fill_between(m.index, m["mean"] - m["std"].fillna(0), m["mean"] + m["std"].fillna(0),
                             color=colors[i % 10], alpha=0.15, lw=0)
-        ax.set_title({"cold": "cold start", "up": "strength up (warm start)", "down": "strength down (warm start)"}[b],
-                     fontsize=10)
+        if transitions is not None and len(transitions):
+            obs = observable if observable in set(transitions["observable"]) else "test_acc"
+            for i, (label, _) in enumerate(runs):
+                sel = transitions[(transitions["run"] == label) & (transitions["branch"] == b)
+                                  & (transitions["observable"] == obs)]
+                for t in sel.to_dict(orient="records"):
+                    if np.isfinite(t["strength_c"]):
+                        ax.axvline(t["strength_c"], color=colors[i % 10], ls="--", lw=1.2,
+                                   label=f"{label}: {b} {strength_name(convention)}_c = {t['strength_c']:.3g} "
+                                         f"({t['order']}, from {obs})")
+        ax.set_title(branch_label(b, convention), fontsize=10)
         ax.set_xlabel(conventions.strength_label(convention))
         ax.grid(alpha=0.3)
     for ax in axes[0]:
@@ -178,14 +191,14 @@ def plot_compare(runs: list[tuple[str, pd.DataFrame]], observable: str, conventi
         if observable == "w_sq":
             ax.set_yscale("log")
     axes[0][0].set_ylabel(NAMES.get(observable, observable) + " (seed mean, band: +-1 std)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if not handles:
-        for ax in axes[0][1:]:
-            handles, labels = ax.get_legend_handles_labels()
-            if handles:
-                break
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 4),
-               fontsize=9, title="run")
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2 if len(labels) > 4 else len(labels) or 1,
+               fontsize=8, title="run (curves: seed mean; dashed: the run's transitions)", title_fontsize=8)
     fig.suptitle(f"{NAMES.get(observable, observable)} of {len(runs)} sweeps", fontsize=11)
     fig.tight_layout()
     save_figure(fig, out, dpi=130, bbox_inches="tight")
@@ -218,7 +231,7 @@ def compare_runs(dirs: list[str | Path], out: str | Path, convert: bool = False,
     recs = [(lab, _in_convention(r.records, conv)) for lab, r in zip(labels, runs)]
     long, table = side_by_side([(lab, _transitions(r)) for lab, r in zip(labels, runs)], conv)
     save_frame_csv(long, out / "compare_transitions.csv")
-    fig = plot_compare(recs, observable, conv, out / "compare.png")
+    fig = plot_compare(recs, observable, conv, out / "compare.png", long)
     native = [_run_convention(r) for r in runs]
     text = ("Runs: " + "; ".join(f"{lab} = {d} ({r.spec.get('dataset')} {r.spec.get('model')} depth "
                                  f"{r.spec.get('depth')} width {r.spec.get('width')}, {r.spec.get('mode')}, "
