@@ -169,7 +169,9 @@ class GrokContext:
             dataset = load_modular(p=spec.p, op=spec.op, train_frac=spec.train_frac, seed=spec.data_seed)
         self.dataset = dataset
         spec.check_with_data(dataset, self.make_one)  # memory estimate: before any model is built
-        self.config = TrainConfig(loss="ce", optimizer="adamw", lr=spec.lr, b1=spec.b1, b2=spec.b2,
+        self.config = TrainConfig(loss="ce", optimizer="adamw", lr=spec.lr, b1=spec.b1, b2=spec.b2, eps=spec.eps,
+                                  schedule=spec.schedule, warmup_steps=spec.warmup_steps,
+                                  decay_steps=spec.decay_steps, end_lr_factor=spec.end_lr_factor,
                                   batch_size=spec.batch_size, epochs=1)
         self.trainer = Trainer(self.members([0], [1.0]), self.dataset, self.config)
         spe = self.trainer.steps_per_epoch

@@ -162,6 +162,17 @@ class GeometrySpec(BaseModel):
         return v
 
 
+GROK_OPTIMISER_DEFAULTS = {"eps": 1e-8, "schedule": "constant", "warmup_steps": 0, "decay_steps": None,
+                           "end_lr_factor": 0.0}
+"""AdamW's epsilon and the learning-rate schedule (:class:`phaseprobe.train.TrainConfig`) at the
+values that reproduce runs made before they were settings."""
+
+
+def _without_default_optimiser(d: dict) -> dict:
+    """``d`` without the optimiser settings left at their defaults (so older hashes stay)."""
+    return {k: v for k, v in d.items() if not (k in GROK_OPTIMISER_DEFAULTS and GROK_OPTIMISER_DEFAULTS[k] == v)}
+
+
 class GrokSpec(BaseModel):
     """A grokking experiment (see the module docstring)."""
 
@@ -193,6 +204,11 @@ class GrokSpec(BaseModel):
     lr: float = 1e-3
     b1: float = 0.9
     b2: float = 0.999
+    eps: float = 1e-8
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    decay_steps: Optional[int] = None
+    end_lr_factor: float = 0.0
     batch_size: Optional[int] = None
     steps: int = 10000
     n_records: int = 60
@@ -303,13 +319,13 @@ class GrokSpec(BaseModel):
         return out
 
     def hash(self) -> str:
-        d = self.model_dump()
+        d = _without_default_optimiser(self.model_dump())
         d.pop("name", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def grid_hash(self) -> str:
         """Hash of the fields the grid's numbers depend on (stages excluded), for resuming."""
-        d = self.model_dump()
+        d = _without_default_optimiser(self.model_dump())
         for k in ("name", "hysteresis", "geometry", "train_threshold", "test_threshold", "memorise_below",
                   "pieces_per_chunk"):
             d.pop(k, None)

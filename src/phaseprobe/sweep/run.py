@@ -111,6 +111,8 @@ class SweepContext:
         spec.check_with_data(dataset, self.make_one)  # batch vs data, memory estimate: before any allocation
         self.config = TrainConfig(
             loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
+            b1=spec.b1, b2=spec.b2, eps=spec.eps, schedule=spec.schedule, warmup_steps=spec.warmup_steps,
+            decay_steps=spec.decay_steps, end_lr_factor=spec.end_lr_factor,
             batch_size=spec.batch_size, epochs=spec.epochs, penalty_on=spec.penalty_on,
             patience=spec.patience, min_delta=spec.min_delta, grad_tol=spec.grad_tol,
         )

@@ -22,6 +22,10 @@ from phaseprobe.errors import SpecError
 from phaseprobe.specs import apply_overrides, check_seeds, read_toml_spec, validation_message  # noqa: F401 (apply_overrides re-exported)
 
 MODES = ("cold", "up", "down", "loop")
+OPTIMISER_DEFAULTS = {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "schedule": "constant", "warmup_steps": 0,
+                      "decay_steps": None, "end_lr_factor": 0.0}
+"""The optimiser settings (Adam's betas and epsilon, the learning-rate schedule of
+:class:`phaseprobe.train.TrainConfig`) at the values that reproduce runs made before they existed."""
 
 
 def parse_grid(text: Union[str, list, tuple], field: str = "alphas") -> np.ndarray:
@@ -121,6 +125,13 @@ class SweepSpec(DataModelSpec):
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    decay_steps: Optional[int] = None
+    end_lr_factor: float = 0.0
     batch_size: Optional[int] = None
     epochs: int = 300
     patience: Optional[int] = None
@@ -194,6 +205,9 @@ class SweepSpec(DataModelSpec):
     def hash(self) -> str:
         d = self.model_dump()
         d.pop("name", None)  # a label; chunk_size stays: it sets the members per compiled program
+        for k, v in OPTIMISER_DEFAULTS.items():  # optimiser settings at their defaults: older hashes stay
+            if d.get(k) == v:
+                d.pop(k, None)
         if not d.get("refine"):  # without refinement its settings change no number (older hashes stay)
             d.pop("refine", None)
             d.pop("refine_to", None)
