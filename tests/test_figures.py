@@ -196,3 +196,17 @@ def test_real_tiny_sweep_figures_have_no_overlapping_text(tmp_path_factory):
         assert_no_text_overlap(fig)
         assert_legends_outside_axes(fig)
         plt.close(fig)
+
+
+def test_a_bisected_transition_draws_its_bracket(loop):
+    df, tr = loop
+    up = dict([t for t in tr if t["observable"] == "test_acc" and t["branch"] == "up"][0])
+    lo, hi = up["strength_c"] * 0.97, up["strength_c"] * 1.02  # as a refined run reports it
+    up.update(refined_steps=3, bracket_lo=lo, bracket_hi=hi)
+    fig = sweep_figure(df, [up])
+    legend = legend_texts(fig)
+    assert "T1 interval: bisection bracket (3 steps)" in legend
+    assert any(f"in [{lo:.3g}, {hi:.3g}]" in s for s in legend)
+    bars = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("T1 interval")]
+    np.testing.assert_allclose(bars[0].get_xdata(), [lo, hi])
+    plt.close(fig)
