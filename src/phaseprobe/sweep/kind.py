@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from phaseprobe.experiment import ExperimentKind, Phase
-from phaseprobe.sweep.refine import RefineUnit, execute_refine, plan_refinement
+from phaseprobe.sweep.refine import RefineUnit, execute_refine, plan_refinement, refine_passes
 from phaseprobe.sweep.run import SweepContext, execute_unit, plan_units
 from phaseprobe.sweep.spec import SweepSpec, make_spec
 
@@ -17,11 +17,13 @@ def make_sweep_context(spec: SweepSpec, dataset=None) -> SweepContext:
 
 def plan_sweep(spec: SweepSpec) -> list[Phase]:
     """Phase ``trainings``: the grid's units (:func:`phaseprobe.sweep.run.plan_units`); with
-    ``refine`` on, phase ``refinement``: the bisection of every transition and Maxwell point the
-    grid shows, planned from the stored grid (:func:`phaseprobe.sweep.refine.plan_refinement`)."""
+    ``refine`` on, phases ``refinement`` (then ``refinement 2``, ... one per seed, at most three):
+    the bisection of every transition and Maxwell point, each pass planned from the store
+    (:func:`phaseprobe.sweep.refine.plan_refinement`)."""
     phases = [Phase("trainings", plan_units(spec))]
     if spec.refine:
-        phases.append(Phase("refinement", partial(plan_refinement, spec)))
+        for p in range(1, refine_passes(spec) + 1):
+            phases.append(Phase("refinement" if p == 1 else f"refinement {p}", partial(plan_refinement, spec, pass_no=p)))
     return phases
 
 

@@ -85,6 +85,7 @@ class RefineUnit:
     starts: tuple[tuple[str, ...], ...] = ()
     start_alpha: tuple[float, ...] = ()
     tag: int = 0
+    pass_no: int = 1
 
     @property
     def pieces(self) -> list[str]:
@@ -148,26 +149,34 @@ def _scale(values, observable: str, floor: float):
     return np.log10(np.maximum(v, 0) + floor) if observable == "w_sq" else v
 
 
-def plan_refinement(spec, store) -> list[RefineUnit]:
-    """The refinement units of a finished grid (deterministic: computed from the grid's records).
+def plan_refinement(spec, store, pass_no: int = 1) -> list[RefineUnit]:
+    """The refinement units of one pass (deterministic: computed from earlier passes' records only).
+
+    Pass 1 bisects the grid cell of every transition the grid shows, and every Maxwell crossing of a
+    loop. A later pass bisects the bracket the analysis reports on the records so far (grid and
+    earlier passes) where it is still wider than ``refine_to``: when seeds jump at different
+    strengths, the seed mean has one step per group of seeds and one bisection narrows only one.
 
     **Arguments:**
 
     - `spec`: the :class:`~phaseprobe.sweep.spec.SweepSpec` (``refine`` on).
     - `store`: the run's :class:`~phaseprobe.store.RunStore`.
+    - `pass_no`: 1, 2, ... (see :func:`refine_passes`).
 
-    **Returns:** a list of :class:`RefineUnit` (empty when the grid shows no transition).
+    **Returns:** a list of :class:`RefineUnit` (empty when nothing is left to narrow).
     """
     from phaseprobe.sweep.analysis import _loss_regions, branch_table, find_transitions
 
-    df = store.load_records()
-    if df.empty:
+    recs = store.load_records()
+    if recs.empty:
         return []
-    df = grid_records(df)
+    grid_df = grid_records(recs)
+    passes = recs["refine_pass"].fillna(0).astype(int) if "refine_pass" in recs.columns else pd.Series(0, index=recs.index)
+    df = grid_df if pass_no == 1 else recs[~is_refined(recs) | (passes < pass_no)]
     alphas = spec.alpha_grid()
     seeds = tuple(spec.seed_list())
     target = spec.refine_target()
-    floor = _w_floor(df)
+    floor = _w_floor(grid_df)
     piece_at: dict[tuple[str, int], list[str]] = {}
     for u in plan_units(spec):
         for b, ai, piece in u.steps:
@@ -175,26 +184,26 @@ def plan_refinement(spec, store) -> list[RefineUnit]:
     done = store.done_pieces()
     units: list[RefineUnit] = []
     taken: list[tuple[str, float, float]] = []
-
-    def index(a):
-        return int(np.argmin(np.abs(alphas - a)))
+    suffix = "" if pass_no == 1 else f"p{pass_no}"
 
     obs_list = (["test_acc"] if "test_acc" in df.columns else []) + ["w_sq"]
     for obs in obs_list:
         for t in find_transitions(df, obs, n_boot=0):
-            lo, hi = float(t.alpha_lo), float(t.alpha_hi)
+            lo, hi = float(t.alpha_bracket_lo), float(t.alpha_bracket_hi)
             if any(b == t.branch and lo < h and hi > l_ for b, l_, h in taken):
                 continue  # the same cell is refined once (by test accuracy when it has a transition there)
             n = n_bisections(hi - lo, lo, target, spec.convention)
             if n == 0:
                 continue
             before_is_lo = t.branch != "down"
-            i_lo, i_hi = index(lo), index(hi)
-            vals = branch_table(df, t.branch, obs, alphas)[1]
-            y = _scale(vals, obs, floor)
+            tab = branch_table(df, t.branch, obs)
+            y = _scale(tab[1], obs, floor)
             with np.errstate(all="ignore"):
-                y_lo, y_hi = float(np.nanmean(y[:, i_lo])), float(np.nanmean(y[:, i_hi]))
-            i_start = i_lo if before_is_lo else i_hi
+                y_lo = float(np.nanmean(y[:, int(np.argmin(np.abs(tab[0] - lo)))]))
+                y_hi = float(np.nanmean(y[:, int(np.argmin(np.abs(tab[0] - hi)))]))
+            # the start: the grid point at or before the bracket in the branch's direction of travel
+            i_start = int(np.searchsorted(alphas, lo, "right") - 1) if before_is_lo else int(np.searchsorted(alphas, hi, "left"))
+            i_start = int(np.clip(i_start, 0, len(alphas) - 1))
             starts: tuple = ()
             if t.branch != "cold":
                 ps = tuple(piece_at.get((t.branch, i_start), ()))
@@ -203,14 +212,14 @@ def plan_refinement(spec, store) -> list[RefineUnit]:
                 starts = (ps,)
             k = sum(1 for u in units if u.branch == t.branch)
             units.append(RefineUnit(
-                uid=f"{REFINE_PREFIX}{t.branch}-t{k}", branch=t.branch, seeds=seeds, lo=lo, hi=hi,
+                uid=f"{REFINE_PREFIX}{t.branch}-t{k}{suffix}", branch=t.branch, seeds=seeds, lo=lo, hi=hi,
                 before_is_lo=before_is_lo, n_steps=n, observable=obs,
                 y_before=y_lo if before_is_lo else y_hi, y_after=y_hi if before_is_lo else y_lo, floor=floor,
-                starts=starts, start_alpha=((float(alphas[i_start]),) if starts else ()), tag=len(units),
+                starts=starts, start_alpha=((float(alphas[i_start]),) if starts else ()),
+                tag=1000 * (pass_no - 1) + len(units), pass_no=pass_no,
             ))
             taken.append((t.branch, lo, hi))
-    branches = set(df["branch"])
-    if {"up", "down"} <= branches:
+    if pass_no == 1 and {"up", "down"} <= set(df["branch"]):
         l_up = branch_table(df, "up", "loss", alphas)[1]
         l_dn = branch_table(df, "down", "loss", alphas)[1]
         with np.errstate(all="ignore"):
@@ -234,6 +243,12 @@ def plan_refinement(spec, store) -> list[RefineUnit]:
             ))
             k += 1
     return units
+
+
+def refine_passes(spec) -> int:
+    """How many refinement passes a spec's run gets: one per seed, at most three (seeds that jump
+    at different strengths give the seed mean one step each; a pass narrows the largest left)."""
+    return min(len(spec.seed_list()), 3)
 
 
 def refine_key(seed: int, tag: int, step: int, branch_i: int):
@@ -366,6 +381,7 @@ def execute_refine(ctx: SweepContext, unit: RefineUnit, done: set[str], emit, lo
         records = pd.concat(frames, ignore_index=True)
         records["refined"] = True
         records["refine_id"] = unit.uid
+        records["refine_pass"] = int(unit.pass_no)
         records["refine_observable"] = unit.observable
         records["refine_step"] = int(j)
         records["refine_side"] = "after" if after else "before"
