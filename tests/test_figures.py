@@ -210,3 +210,29 @@ def test_a_bisected_transition_draws_its_bracket(loop):
     bars = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("T1 interval")]
     np.testing.assert_allclose(bars[0].get_xdata(), [lo, hi])
     plt.close(fig)
+
+
+def test_exact_zeros_of_w_are_drawn_and_named_on_the_log_axis(loop):
+    df, tr = loop
+    df = df.copy()
+    df.loc[df["w_sq"] < 1e-3, "w_sq"] = 0.0  # the trivial phase at exactly w = 0
+    fig = sweep_figure(df, tr)
+    joined = "\n".join(legend_texts(fig))
+    assert "up branch: ||w||^2 = 0 (drawn at" in joined and "down branch: ||w||^2 = 0 (drawn at" in joined
+    lo, hi = fig.axes[1].get_ylim()
+    zeros = [ln for ln in fig.axes[1].get_lines() if "= 0 (drawn at" in ln.get_label()]
+    assert zeros and all(lo < y < hi for ln in zeros for y in ln.get_ydata())  # inside the panel, not clipped
+    assert_no_text_overlap(fig)
+    plt.close(fig)
+
+
+def test_bisection_steps_do_not_turn_a_linear_grid_into_a_log_axis():
+    df = loop_records(linear=True)
+    extra = df[df["alpha_index"] == 8].copy()
+    extra["alpha"] = extra["strength"] = extra["alpha"] * 1.013
+    extra["refined"] = True
+    df = pd.concat([df.assign(refined=False), extra], ignore_index=True)
+    fig = sweep_figure(df, transitions(df[~df["refined"]]))
+    assert fig.axes[1].get_xscale() == "linear"
+    assert any("bisection steps" in s for s in legend_texts(fig))
+    plt.close(fig)

@@ -154,7 +154,7 @@ def plot_compare(runs: list[tuple[str, pd.DataFrame]], observable: str, conventi
     import matplotlib.pyplot as plt
 
     from phaseprobe.plots.interactive import OBSERVABLES as NAMES
-    from phaseprobe.plots.interactive import _usable, is_linear_grid, strength_name
+    from phaseprobe.plots.interactive import _usable, grid_x, is_linear_grid, strength_name
     from phaseprobe.plots.sweep_plots import branch_label
     from phaseprobe.store.run_store import save_figure
 
@@ -169,7 +169,7 @@ def plot_compare(runs: list[tuple[str, pd.DataFrame]], observable: str, conventi
             if g.empty:
                 continue
             m = g.groupby("strength")[observable].agg(["mean", "std"]).sort_index()
-            xs.extend(m.index)
+            xs.extend(grid_x(g))
             ax.plot(m.index, m["mean"], "o-", ms=3.5, color=colors[i % 10], label=label)
             ax.fill_between(m.index, m["mean"] - m["std"].fillna(0), m["mean"] + m["std"].fillna(0),
                             color=colors[i % 10], alpha=0.15, lw=0)

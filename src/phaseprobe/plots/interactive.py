@@ -34,6 +34,14 @@ def is_linear_grid(x) -> bool:
     return bool(np.allclose(d, d[0], rtol=1e-3))
 
 
+def grid_x(d: pd.DataFrame) -> np.ndarray:
+    """The grid's strengths (bisection steps, ``refined`` records, left out): they decide the axis."""
+    if "refined" in d.columns:
+        d = d[~d["refined"].fillna(False).astype(bool)]
+    x = d["strength"].to_numpy(float) if len(d) else np.array([])
+    return x if len(x) else np.array([1.0])
+
+
 def _usable(df: pd.DataFrame) -> pd.DataFrame:
     from phaseprobe.sweep.analysis import excluded
 
@@ -95,7 +103,7 @@ def sweep_figure(df: pd.DataFrame, transitions: pd.DataFrame | None = None, titl
             fig.add_vline(x=float(t["strength_c"]), line=dict(color="black", dash="dash", width=1),
                           annotation_text=f"{s}_c={t['strength_c']:.3g} ({t['order']}, {t['branch']})",
                           annotation_position="top", annotation_font_size=10)
-    xs = d["strength"].to_numpy() if len(d) else np.array([1.0])
+    xs = grid_x(d)
     fig.update_xaxes(type="linear" if is_linear_grid(xs) else "log", row=len(obs), col=1,
                      title_text=conventions.strength_label(conv))
     if len(obs) > 1:
@@ -131,7 +139,7 @@ def compare_figure(runs: list[tuple[str, pd.DataFrame]], observable: str, conven
             if g.empty or observable not in g.columns:
                 continue
             m = g.groupby("strength")[observable].mean().sort_index()
-            xs.extend(m.index)
+            xs.extend(grid_x(g))
             fig.add_trace(go.Scatter(
                 x=m.index, y=m.values, mode="lines+markers", name=f"{label}: {b}",
                 line=dict(color=COLORS[b], dash=dashes[i % len(dashes)]),

@@ -86,6 +86,15 @@ def _axis(ax, xs, convention: str) -> str:
     return scale
 
 
+def grid_strengths(d: pd.DataFrame) -> np.ndarray:
+    """The strengths of the sweep's grid (bisection steps left out): they decide linear or log."""
+    u = _usable(d)
+    if "refined" in u.columns:
+        u = u[~u["refined"].fillna(False).astype(bool)]
+    x = u["strength"].to_numpy(float)
+    return x if len(x) else np.array([1.0])
+
+
 def _usable(d: pd.DataFrame) -> pd.DataFrame:
     return d[~excluded(d) & d["branch"].isin(list(COLORS))]
 
@@ -230,9 +239,18 @@ def sweep_figure(df: pd.DataFrame, transitions: list[dict], title: str = ""):
     drawn: set = set()
     panels = [("test_acc" if has_acc else "train_error", axes[0]), ("w_sq", axes[1])]
     k = 1
-    xs_all = _usable(d)["strength"].to_numpy(float)
+    xs_all = grid_strengths(d)
+    wpos = _usable(d)["w_sq"].to_numpy(float) if "w_sq" in d.columns else np.array([])
+    wpos = wpos[np.isfinite(wpos) & (wpos > 0)]
+    floor = wpos.min() / 100 if len(wpos) else 1e-12  # where ||w||^2 = 0 is drawn: 2 decades below the rest
     for col, ax in panels:
         for b, (x, m, sd, refined) in _curves(d, col).items():
+            if col == "w_sq" and (m <= 0).any():  # exact zeros: drawn at the floor, marked and named
+                zero = m <= 0
+                m = np.where(zero, floor, m)
+                ax.plot(x[zero], m[zero], "v", ms=7, color=COLORS[b], mfc="white",
+                        label=f"{b} branch: ||w||^2 = 0 (drawn at {floor:.1e})")
+                drawn.add("zeros")
             ax.plot(x, m, "-", color=COLORS[b], lw=1.6, label=f"{branch_label(b, conv)}: seed mean" if col == panels[0][0] else None)
             ax.plot(x[~refined], m[~refined], "o", ms=4, color=COLORS[b])
             if refined.any():
@@ -270,13 +288,12 @@ def sweep_figure(df: pd.DataFrame, transitions: list[dict], title: str = ""):
         drawn.add("diverged")
     ax.set_title(title or "accuracy phases against the L2 strength", pad=30)
     axes[1].set_yscale("log")
-    wpos = _usable(d)["w_sq"].to_numpy(float) if "w_sq" in d.columns else np.array([])
-    wpos = wpos[np.isfinite(wpos) & (wpos > 0)]
-    if len(wpos):  # headroom above the curves for the interval bars
-        axes[1].set_ylim(wpos.min() / 2, wpos.max() * 12)
+    if len(wpos):  # headroom above the curves for the interval bars, room below for the zeros
+        axes[1].set_ylim(floor / 3 if "zeros" in drawn else wpos.min() / 2, wpos.max() * 12)
     axes[1].set_ylabel("||w||^2, all parameters (log axis)")
     _axis(axes[1], xs_all if len(xs_all) else [1.0], conv)
-    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="accuracy panel", title_fontsize=8,
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                   title="accuracy panel" if has_acc else "train error panel", title_fontsize=8,
                    borderaxespad=0)
     h, lab = axes[1].get_legend_handles_labels()
     if h:
@@ -381,7 +398,7 @@ def class_figure(df: pd.DataFrame, class_names: list | None = None, title: str =
     if dataset is None and "dataset" in d.columns:
         dataset = str(d["dataset"].iloc[0])
     names = list(class_names) if class_names else class_names_for(dataset, classes, len(cls_cols))
-    scale = "linear" if is_linear_grid(d["strength"].to_numpy(float)) else "log"
+    scale = "linear" if is_linear_grid(grid_strengths(d)) else "log"
     fig, axes = plt.subplots(1, len(branches), figsize=(5.2 * len(branches) + 1.6, 0.34 * len(cls_cols) + 2.6),
                              squeeze=False, sharey=True)
     im = None
