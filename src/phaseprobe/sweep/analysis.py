@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -447,6 +448,11 @@ def _narrow(alphas: np.ndarray, mean: np.ndarray, a_lo: float, a_hi: float, sign
     return float(alphas[inside[k]]), float(alphas[inside[k + 1]])
 
 
+def _narrow_rows(alphas: np.ndarray, table: np.ndarray, sign: float, travel: int, pick, a_lo: float, a_hi: float):
+    """:func:`_narrow` on the seed mean of ``table`` (rows ``pick`` of it, all when None)."""
+    return _narrow(alphas, _nanmean(table if pick is None else table[pick]), a_lo, a_hi, sign, travel)
+
+
 def _counts(df: pd.DataFrame, branch: str) -> tuple[int, int]:
     d = _final(df)
     sub = d[d["branch"] == branch]
@@ -524,15 +530,9 @@ def find_transitions(
             sign = float(np.sign(e.total))
             w0, w1 = max(e.i0 - 1, 0), min(e.i1 + 1, len(order) - 1)
             cell_lo, cell_hi = sorted((float(alphas[i]), float(alphas[j])))
-            narrow = None
-            b_lo, b_hi = cell_lo, cell_hi
-            if refined.any():  # refined strengths narrow the cell (grid detection unchanged)
-                t_all = tables_all[b]
-
-                def narrow(pick, a0, a1, t_all=t_all, sign=sign, b=b):
-                    return _narrow(grid_all, _nanmean(t_all if pick is None else t_all[pick]), a0, a1, sign, _travel(b))
-
-                b_lo, b_hi = narrow(None, cell_lo, cell_hi)
+            # refined strengths narrow the cell (grid detection unchanged); a resample's cell likewise
+            narrow = (partial(_narrow_rows, grid_all, tables_all[b], sign, _travel(b)) if refined.any() else None)
+            b_lo, b_hi = narrow(None, cell_lo, cell_hi) if narrow is not None else (cell_lo, cell_hi)
             lows, highs, nb = _bootstrap(alphas, vals, order, sign, w0, w1, min_jump, k_sigma, n_boot, rng, narrow)
             lo = min([b_lo] + ([float(np.percentile(lows, 2.5))] if lows else []))
             hi = max([b_hi] + ([float(np.percentile(highs, 97.5))] if highs else []))

@@ -22,8 +22,15 @@ After the grid (phase ``trainings``), phase ``refinement`` is planned from the s
   midpoint -- the up branch warm-started from its model at the cell's lower end, the down branch
   from its model at the upper end -- and the sign of ``L_up - L_down`` decides.
 
-Every step is one piece of a chain unit (``refine-<branch>-t<k>-b<j>``, ``branch`` = ``cold``,
-``up``, ``down`` or ``maxwell``), written like any other piece: records with ``refined = True``,
+* **Passes.** When seeds jump at different strengths the seed mean has one step per group of
+  seeds, and a bisection narrows one of them. Pass ``p`` >= 2 (phase ``refinement p``; one pass
+  per seed, at most three) is planned from the grid and the earlier passes' records: every bracket
+  the analysis then reports (``alpha_bracket_lo/hi``) that is still wider than ``refine_to`` is
+  bisected the same way, from the grid model at or before it.
+
+Every step is one piece of a chain unit (``refine-<branch>-t<k>-b<j>``, ``refine-<branch>-t<k>p<p>-b<j>``
+in pass ``p`` >= 2; ``branch`` = ``cold``, ``up``, ``down`` or ``maxwell``), written like any other
+piece: records with ``refined = True``, ``refine_pass``,
 ``alpha_index = -1``, the strength trained, the bracket after the step (``refine_lo``,
 ``refine_hi``, canonical alpha) and where the midpoint landed (``refine_side``); arrays with the
 trained members and the bracket with its ends' decision values (``refine_bracket``), so an interrupted refinement resumes from its
