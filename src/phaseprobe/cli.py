@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMANDS = ("sweep", "show", "curvature", "dln", "grok", "connect", "basins", "compare")
+COMMANDS = ("sweep", "show", "curvature", "dln", "grok", "connect", "basins", "compare", "escape")
 
 for _name in COMMANDS:
     try:

@@ -44,6 +44,7 @@ KINDS: dict[str, str] = {
     "dln-escape": "phaseprobe.dynamics.kind:DLN_ESCAPE",
     "connect": "phaseprobe.paths.kind:CONNECT",
     "basins": "phaseprobe.paths.kind:BASINS",
+    "escape": "phaseprobe.escape.kind:ESCAPE",
 }
 """Every experiment kind by name, imported only when used (so no engine imports a kind)."""
 
