@@ -236,3 +236,18 @@ def test_bisection_steps_do_not_turn_a_linear_grid_into_a_log_axis():
     assert fig.axes[1].get_xscale() == "linear"
     assert any("bisection steps" in s for s in legend_texts(fig))
     plt.close(fig)
+
+
+def test_strength_zero_in_a_log_grid_gets_a_symlog_axis_and_is_drawn():
+    df = loop_records()
+    grid = np.sort(df["alpha"].unique())
+    df.loc[df["alpha"] == grid[0], ["alpha", "strength"]] = 0.0  # the first grid point: no penalty
+    fig = sweep_figure(df, [])
+    assert fig.axes[1].get_xscale() == "symlog"
+    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label().endswith("seed mean")]
+    assert all(0.0 in ln.get_xdata() for ln in lines)
+    plt.close(fig)
+    fig = class_figure(df)
+    assert fig.axes[0].get_xscale() == "symlog" and fig.axes[0].get_xlim()[0] <= 0.0
+    assert_no_text_overlap(fig)
+    plt.close(fig)

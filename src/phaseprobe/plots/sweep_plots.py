@@ -14,7 +14,9 @@ everything the analysis found, each named in the legend (outside the axes, so it
 * trainings that diverged (left out of the curves), counted per strength.
 
 The strength axis is named by the run's convention (alpha or beta); it is linear when the grid is
-evenly spaced (the authors' protocol) and logarithmic otherwise. ||w||^2 is drawn on a log axis.
+evenly spaced (the authors' protocol), logarithmic otherwise, and symlog (linear up to the first
+positive strength) when a log-spaced grid holds strength 0. ||w||^2 is drawn on a log axis; exact
+zeros are drawn two decades below the smallest positive value, marked and named.
 
 ``classes.png`` shows, per branch, the fraction of seeds that *learned* each class by the
 project's rule (test recall >= threshold AND precision >= max(threshold, 1/C + 0.1), as
@@ -37,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from phaseprobe import conventions
-from phaseprobe.plots.interactive import is_linear_grid, strength_name
+from phaseprobe.plots.interactive import strength_name
 from phaseprobe.store.run_store import save_figure
 from phaseprobe.sweep.analysis import excluded
 
@@ -79,9 +81,31 @@ def class_names_for(dataset: str | None, classes=None, n: int | None = None) -> 
     return names[:n] if n is not None else names
 
 
+def axis_scale(xs) -> str:
+    """How to draw a grid's strengths: ``"linear"`` when evenly spaced (the authors' protocol),
+    ``"symlog"`` when it holds strength 0 (no penalty) among log-spaced ones (linear up to the
+    first positive strength, so the unregularised point is drawn, not dropped), else ``"log"``."""
+    x = np.unique(np.asarray(xs, dtype=float))
+    if len(x) >= 3:
+        d = np.diff(x)
+        if np.allclose(d, d[0], rtol=1e-3):
+            return "linear"
+    if (x <= 0).any():
+        return "symlog" if (x > 0).any() and len(x) >= 3 else "linear"
+    return "log"
+
+
+def _set_scale(ax, scale: str, xs) -> None:
+    if scale == "symlog":
+        x = np.asarray(xs, dtype=float)
+        ax.set_xscale("symlog", linthresh=float(x[x > 0].min()))
+    else:
+        ax.set_xscale(scale)
+
+
 def _axis(ax, xs, convention: str) -> str:
-    scale = "linear" if is_linear_grid(xs) else "log"
-    ax.set_xscale(scale)
+    scale = axis_scale(xs)
+    _set_scale(ax, scale, xs)
     ax.set_xlabel(conventions.strength_label(convention))
     return scale
 
@@ -313,6 +337,11 @@ def _edges(x: np.ndarray, scale: str) -> np.ndarray:
     x = np.asarray(x, float)
     if len(x) == 1:
         return np.array([x[0] * 0.8, x[0] * 1.25]) if scale == "log" else np.array([x[0] - 0.5, x[0] + 0.5])
+    if scale == "symlog" and x[0] <= 0 < x[1]:  # 0 then log-spaced: a linear first cell, geometric after
+        if len(x) == 2:
+            return np.array([x[0] - x[1] / 2, x[1] / 2, x[1] * 1.5])
+        rest = _edges(x[1:], "log")
+        return np.concatenate([[x[0] - x[1] / 2, x[1] / 2], rest[1:]])
     if scale == "log":
         lx = np.log10(x)
         mid = (lx[1:] + lx[:-1]) / 2
@@ -398,7 +427,7 @@ def class_figure(df: pd.DataFrame, class_names: list | None = None, title: str =
     if dataset is None and "dataset" in d.columns:
         dataset = str(d["dataset"].iloc[0])
     names = list(class_names) if class_names else class_names_for(dataset, classes, len(cls_cols))
-    scale = "linear" if is_linear_grid(grid_strengths(d)) else "log"
+    scale = axis_scale(grid_strengths(d))
     fig, axes = plt.subplots(1, len(branches), figsize=(5.2 * len(branches) + 1.6, 0.34 * len(cls_cols) + 2.6),
                              squeeze=False, sharey=True)
     im = None
@@ -409,8 +438,8 @@ def class_figure(df: pd.DataFrame, class_names: list | None = None, title: str =
         xe = _edges(x, scale)
         ye = np.arange(len(cls_cols) + 1) - 0.5
         im = ax.pcolormesh(xe, ye, g.to_numpy().T, vmin=0, vmax=1, cmap="viridis", shading="flat")
-        ax.set_xscale(scale)
-        ax.set_xlim(xe[0], xe[-1])
+        _set_scale(ax, scale, x)
+        ax.set_xlim(max(xe[0], 0.0) if scale == "symlog" else xe[0], xe[-1])
         ax.set_yticks(range(len(cls_cols)))
         ax.set_yticklabels([str(n) for n in names][: len(cls_cols)], fontsize=8)
         ax.set_title(branch_label(b, conv), fontsize=10)
