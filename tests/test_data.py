@@ -405,7 +405,8 @@ def test_lowrank_linear_options():
 
 
 def test_registry_names_options_and_aliases():
-    assert DATASETS == ("digits", "mnist", "fashion-mnist", "gaussian-mixture", "teacher", "lowrank-linear", "modular")
+    assert DATASETS == ("digits", "mnist", "fashion-mnist", "gaussian-mixture", "teacher", "lowrank-linear", "modular",
+                        "npz", "cifar10")
     assert dataset_options("digits")["normalize"] == "unit"
     assert dataset_options("lowrank-linear")["whiten"] is True
     assert "data_dir" in dataset_options("MNIST")

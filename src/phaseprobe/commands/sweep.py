@@ -40,6 +40,10 @@ def register(app: typer.Typer) -> None:
         data_dir: Optional[str] = typer.Option(None, help="folder with the IDX files (mnist, fashion-mnist)"),
         n_train: Optional[int] = typer.Option(None, help="training-set size (subset)"),
         model: Optional[str] = typer.Option(None, help="mlp, linear (deep linear), conv"),
+        model_file: Optional[str] = typer.Option(None, "--model-file", help="your own model: FILE.py:FUNCTION, "
+                                                 "FUNCTION(key, in_dim, out_dim) returns an Equinox module or an (init, apply) pair"),
+        data_file: Optional[str] = typer.Option(None, "--data", help="your own arrays: FILE.npz with x_train, y_train, "
+                                                "x_test, y_test (optional class_names)"),
         depth: Optional[int] = typer.Option(None, help="hidden layers (mlp) or weight matrices (linear)"),
         width: Optional[int] = typer.Option(None, help="hidden width"),
         activation: Optional[str] = typer.Option(None, help="relu, tanh, gelu, sigmoid, identity"),
@@ -74,6 +78,7 @@ def register(app: typer.Typer) -> None:
                      seeds=seeds, mode=mode, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch,
                      patience=patience)
         data.update({k: v for k, v in flags.items() if v is not None})
+        data = own_model_and_data(data, model_file, data_file, model_given=model is not None)
         if refine is not None:
             data.update(refine=True, refine_to=refine)
         data = apply_overrides(data, sets)
@@ -89,8 +94,10 @@ def register(app: typer.Typer) -> None:
         if grid_fields is not None:
             _run_grid_command(data, grid_fields, out, eng, no_figures, wide)
             return
-        banner = (f"[bold]phaseprobe sweep[/bold] {spec.name}: {spec.dataset}, {spec.model} depth {spec.depth} "
-                  f"width {spec.width}, mode {spec.mode}, {len(spec.alpha_grid())} strengths x {len(spec.seed_list())} seeds -> {out}")
+        banner = (f"[bold]phaseprobe sweep[/bold] {spec.name}: {spec.dataset}, "
+                  + (f"model {Path(spec.model_file).name}" if spec.model_file else f"{spec.model} depth {spec.depth} width {spec.width}")
+                  + f", mode {spec.mode}, {len(spec.alpha_grid())} strengths x {len(spec.seed_list())} seeds -> {out}")
+        check_model_file_resume(out, spec.model_dump())
         t0 = time.perf_counter()
         with reporter(out) as prog:
             df = run_sweep(spec, out, engine=eng, progress=prog, banner=banner)
@@ -99,6 +106,56 @@ def register(app: typer.Typer) -> None:
         _print_tables(res, _out_console(wide))
         if not no_figures:
             console.print(f"figures: {out}/sweep.png, {out}/classes.png; report: {out}/report.html")
+
+
+def own_model_and_data(data: dict, model_file: Optional[str], data_file: Optional[str], model_given: bool = False) -> dict:
+    """``--model-file FILE.py:FUNCTION`` and ``--data FILE.npz`` written into a spec dict (shared by
+    every command whose spec has the data and model fields).
+
+    **Arguments:**
+
+    - ``data``: the spec dict so far.
+    - ``model_file``: ``FILE.py:FUNCTION`` or ``None``.
+    - ``data_file``: an ``.npz`` file or ``None``.
+    - ``model_given``: ``--model`` was given too (refused with ``--model-file``).
+
+    **Returns:** the updated dict (``model = "file"``, ``model_file``; ``dataset = "npz"``,
+    ``data_options = {path, sha256}``: a resumed run refuses a changed file).
+    """
+    data = dict(data)
+    if model_file is not None:
+        if model_given:
+            raise SpecError("model: --model and --model-file both given; keep one")
+        data.update(model="file", model_file=model_file, model_file_hash=None)
+    if data_file is not None:
+        from phaseprobe.data.arrays import file_sha256
+
+        p = Path(data_file).expanduser().resolve()
+        if not p.is_file():
+            what = "is a folder, not a file" if p.is_dir() else "does not exist"
+            raise SpecError(f"data: {p} {what}; give an .npz file with x_train, y_train, x_test, y_test")
+        if data.get("data_dir") is not None:
+            raise SpecError("data: --data FILE.npz and --data-dir both given; keep one")
+        data.update(dataset="npz", data_options={"path": str(p), "sha256": file_sha256(p)})
+    return data
+
+
+def check_model_file_resume(out: Path, spec: dict) -> None:
+    """A rerun into ``out`` with a changed model or data file: one line saying which file changed."""
+    import json
+
+    try:
+        old = json.loads((Path(out) / "spec.json").read_text()).get("spec", {})
+    except (OSError, ValueError):
+        return
+    if old.get("model_file") and old.get("model_file") == spec.get("model_file") \
+            and old.get("model_file_hash") != spec.get("model_file_hash"):
+        raise SpecError(f"model_file: {old['model_file']} changed since the run in {out} began (content hash "
+                        f"{old.get('model_file_hash')}, now {spec.get('model_file_hash')}); restore it, or pass a new --out")
+    o, n = old.get("data_options") or {}, spec.get("data_options") or {}
+    if old.get("dataset") == "npz" and o.get("path") == n.get("path") and o.get("sha256") != n.get("sha256"):
+        raise SpecError(f"data: {o.get('path')} changed since the run in {out} began (content hash {o.get('sha256')}, "
+                        f"now {n.get('sha256')}); restore it, or pass a new --out")
 
 
 def reporter(out: Path):

@@ -22,6 +22,8 @@ DATASETS: tuple[str, ...] = (
     "teacher",
     "lowrank-linear",
     "modular",
+    "npz",
+    "cifar10",
 )
 
 
@@ -35,6 +37,12 @@ def _synthetic(attr: str) -> Callable[..., Dataset]:
     from phaseprobe.data import synthetic
 
     return getattr(synthetic, attr)
+
+
+def _arrays(attr: str) -> Callable[..., Dataset]:
+    from phaseprobe.data import arrays
+
+    return getattr(arrays, attr)
 
 
 def _modular() -> Callable[..., Dataset]:
@@ -58,6 +66,8 @@ _LOADERS: dict[str, Callable[[], Callable[..., Dataset]]] = {
     "teacher": lambda: _synthetic("load_teacher"),
     "lowrank-linear": lambda: _synthetic("load_lowrank_linear"),
     "modular": _modular,
+    "npz": lambda: _arrays("load_npz"),
+    "cifar10": lambda: _arrays("load_cifar10"),
 }
 
 

@@ -51,8 +51,12 @@ def curvature_of_run(
     on_point: Callable[[int], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
     resume: bool = True,
+    model_file: str | None = None,
 ) -> pd.DataFrame:
     """Geometry of every stored minimum of a sweep run folder (one row per branch x alpha x seed).
+
+    ``model_file`` (``FILE.py:FUNCTION``) finds a run's own model file where it moved; its content
+    must match the hash the run recorded.
 
     With ``resume`` (default) every analysed piece is written through a run store of its own,
     ``RUN/curvature/<options hash>/`` (atomic pieces, a writer lock): an interrupted analysis
@@ -70,7 +74,7 @@ def curvature_of_run(
         raise GeometryError(f"run: '{run_dir}' was made by `{meta.get('kind')}`, not `phaseprobe sweep`; give a sweep run folder")
     if not store.has_params():
         raise GeometryError(f"run: '{run_dir}' has no stored parameters; run `phaseprobe sweep --out {run_dir}` (it stores them) first")
-    spec = make_spec(meta["spec"])
+    spec = make_spec(meta["spec"] if model_file is None else {**meta["spec"], "model_file": model_file})
     store.done_pieces()  # reads every piece back; a damaged one is moved aside as *.corrupt
     damaged = sorted({p.name.split(".")[0] for d in (store.records_dir, store.params_dir) if d.exists()
                       for p in d.glob("*.corrupt")})

@@ -120,6 +120,11 @@ class SweepContext:
 
     def make_one(self, key):
         s = self.spec
+        if s.model_file is not None:  # a researcher's own model (phaseprobe.models.user)
+            from phaseprobe.models.user import build_user_model
+
+            return build_user_model(s.model_file, self.dataset.input_shape, self.out_dim, key=key,
+                                    expected_hash=s.model_file_hash)
         return build_model(
             s.model, self.dataset.input_shape, self.out_dim, key=key, depth=s.depth, width=s.width,
             activation=s.activation, bias=s.bias, init=s.init, sigma=s.sigma, gamma=s.gamma,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer, model_validator
 
 from phaseprobe import conventions
 from phaseprobe.errors import SpecError
@@ -104,7 +104,37 @@ class DataModelSpec(BaseModel):
     gamma: Optional[float] = None
     sigma: Optional[float] = None
     model_options: dict[str, Any] = {}
+    # a researcher's own model, FILE.py:FUNCTION (model = "file"); its content hash is part of the spec
+    model_file: Optional[str] = None
+    model_file_hash: Optional[str] = None
     loss: str = "ce"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_file_fields(cls, data):
+        """``model_file`` made absolute, ``model`` = "file" unless given, the file's hash recorded."""
+        if isinstance(data, dict) and data.get("model_file"):
+            from phaseprobe.models.user import model_file_hash, resolve_model_file
+            from phaseprobe.models.nets import ModelError
+
+            data = dict(data)
+            data.setdefault("model", "file")
+            try:
+                data["model_file"] = resolve_model_file(data["model_file"])
+                if data.get("model_file_hash") is None:
+                    data["model_file_hash"] = model_file_hash(data["model_file"])
+            except ModelError:
+                pass  # check() names the problem in one line
+        return data
+
+    @model_serializer(mode="wrap")
+    def _drop_unused_model_file(self, handler):
+        """Without a model file its two fields are left out (older specs and their hashes unchanged)."""
+        d = handler(self)
+        if isinstance(d, dict) and d.get("model_file") is None and d.get("model_file_hash") is None:
+            d.pop("model_file", None)
+            d.pop("model_file_hash", None)
+        return d
 
 
 DATA_MODEL_FIELDS = tuple(DataModelSpec.model_fields)
@@ -221,7 +251,9 @@ class SweepSpec(DataModelSpec):
         from phaseprobe.models.nets import ACTIVATIONS, INIT_SCHEMES, MODELS
         from phaseprobe.train.trainer import LOSSES, OPTIMIZERS
 
-        if self.model not in MODELS:
+        if self.model_file is not None or self.model == "file":
+            check_model_file_fields(self.model, self.model_file)
+        elif self.model not in MODELS:
             raise SpecError(f"model: unknown '{self.model}'; use one of {', '.join(MODELS)}")
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"activation: unknown '{self.activation}'; use one of {', '.join(ACTIVATIONS)}")
@@ -231,7 +263,8 @@ class SweepSpec(DataModelSpec):
             raise SpecError(f"optimizer: unknown '{self.optimizer}'; use one of {', '.join(OPTIMIZERS)}")
         if self.loss not in LOSSES:
             raise SpecError(f"loss: unknown '{self.loss}'; use one of {', '.join(LOSSES)}")
-        check_model_options(self.model, self.model_options)
+        if self.model != "file":
+            check_model_options(self.model, self.model_options)
         if self.model == "linear" and self.depth < 1:
             raise SpecError(f"depth: a deep linear net needs depth >= 1 weight matrices, got {self.depth}")
         if self.convention == "decoupled" and self.optimizer != "adamw":
@@ -302,6 +335,18 @@ class SweepSpec(DataModelSpec):
 
 # Options the built-in models take in ``model_options`` (registered models check their own).
 MODEL_OPTIONS: dict[str, tuple[str, ...]] = {"mlp": (), "linear": (), "conv": ("channels",)}
+
+
+def check_model_file_fields(model: str, model_file: Optional[str]) -> None:
+    """``model = "file"`` goes with ``model_file = FILE.py:FUNCTION`` (an existing file)."""
+    from phaseprobe.models.user import model_file_hash, split_model_file
+
+    if model_file is None:
+        raise SpecError("model: 'file' needs model_file = 'FILE.py:FUNCTION' (--model-file); give it or pick a built-in model")
+    if model != "file":
+        raise SpecError(f"model: '{model}' and model_file both given; drop --model (model = 'file' goes with --model-file)")
+    split_model_file(model_file)
+    model_file_hash(model_file)
 
 
 def check_model_options(model: str, options: dict) -> None:
