@@ -48,6 +48,8 @@ def _read_npz(p: Path) -> dict[str, np.ndarray]:
     if not p.is_file():
         what = "is a folder, not a file" if p.is_dir() else "does not exist"
         raise DataError(f"data: {p} {what}; give an .npz file with {', '.join(NPZ_KEYS)} ({_SAVE_FIX})")
+    if not zipfile.is_zipfile(p):
+        raise DataError(f"data: {p} is not a readable .npz file (not a zip archive); {_SAVE_FIX}")
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = list(z.files)
