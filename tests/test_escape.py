@@ -174,7 +174,7 @@ def test_killed_run_resumes_bit_identical_and_show_opens_it(tmp_path):
     from phaseprobe.runs import open_run
     from phaseprobe.store import RunStore
 
-    flags = ["--replicas", "8", "--barrier-ratios", "3,5", "--steps", "6000", "--set", "n_pieces=6", "--no-figures"]
+    flags = ["--replicas", "8", "--barrier-ratios", "3,5", "--steps", "3000", "--set", "n_pieces=6", "--no-figures"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert _cli(*flags, "--out", str(full)).wait(timeout=300) == 0
     p = _cli(*flags, "--out", str(killed))
