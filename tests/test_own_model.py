@@ -201,3 +201,15 @@ def test_bad_model_file_on_the_cli_fails_before_training(tmp_path):
     assert not list((tmp_path / "run").glob("records/*.parquet"))
     r = _cli("sweep", "--model", "mlp", "--model-file", "bad.py:make", "--out", "run2", cwd=tmp_path)
     assert r.returncode == 2 and "--model and --model-file both given" in r.stderr
+
+
+def test_own_model_and_data_through_connect(tmp_path):
+    (tmp_path / "net.py").write_text(MLP_FILE)
+    _npz(tmp_path / "d.npz")
+    r = _cli("connect", "--model-file", "net.py:make", "--data", "d.npz", "--seeds", "2", "--n-strengths", "3",
+             "--bezier-epochs", "3", "--set", "epochs=10", "--set", "saddle_steps=2", "--set", "batch_size=null",
+             "--out", "run", "--no-figures", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = phaseprobe.open_run(tmp_path / "run")
+    assert run.spec["model_file"] == f"{tmp_path / 'net.py'}:make" and run.spec["dataset"] == "npz"
+    assert set(run.tables["paths_summary"]["method"]) == {"probe", "linear", "bezier"}

@@ -39,6 +39,8 @@ def register(app: typer.Typer) -> None:
         run_seeds: Optional[str] = typer.Option(None, help="which seeds of the run, e.g. '0'"),
         dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, ..."),
         data_dir: Optional[str] = typer.Option(None, help="folder with the IDX files (mnist, fashion-mnist)"),
+        model_file: Optional[str] = typer.Option(None, "--model-file", help="your own model: FILE.py:FUNCTION (fresh seeds; see `phaseprobe sweep --help`)"),
+        data_file: Optional[str] = typer.Option(None, "--data", help="your own arrays: FILE.npz with x_train, y_train, x_test, y_test"),
         n_train: Optional[int] = typer.Option(None, help="training-set size (subset)"),
         seeds: Optional[int] = typer.Option(None, help="number of fresh start minima (one probe each, one ensemble)"),
         strengths: Optional[str] = typer.Option(None, help="probe grid toward w_ref = 0, e.g. 'lin:0:0.05:26'"),
@@ -59,7 +61,7 @@ def register(app: typer.Typer) -> None:
         flags = dict(dataset=dataset, data_dir=data_dir, n_train=n_train, seeds=seeds, strengths=strengths,
                      convention=convention, run=list(run) if run else None,
                      run_seeds=[int(s) for s in run_seeds.split(",")] if run_seeds else None)
-        data, spec = build_spec("basins", DEFAULT_BASINS, spec_file, sets, flags)
+        data, spec = build_spec("basins", DEFAULT_BASINS, spec_file, sets, flags, model_file, data_file)
         banner = f"[bold]phaseprobe basins[/bold] {spec.name}: {spec.dataset} -> {out}"
         res = run_path_command("basins", data, spec, out, engine, address, grid, list(cli.args), no_figures, banner)
         if res is None:

@@ -28,7 +28,7 @@ DEFAULT_CONNECT: dict = {
 }
 
 
-def build_spec(kind: str, default: dict, spec_file, sets, flags: dict):
+def build_spec(kind: str, default: dict, spec_file, sets, flags: dict, model_file=None, data_file=None):
     """``(spec dict, checked spec)`` of a connect/basins command: the default or the spec file,
     then the flags, then ``--set``."""
     from phaseprobe.paths.workflow import load_path_spec_file, make_path_spec
@@ -36,6 +36,10 @@ def build_spec(kind: str, default: dict, spec_file, sets, flags: dict):
 
     data = dict(default) if spec_file is None else load_path_spec_file(spec_file, kind)
     data.update({k: v for k, v in flags.items() if v is not None})
+    if model_file is not None or data_file is not None:
+        from phaseprobe.commands.sweep import own_model_and_data
+
+        data = own_model_and_data(data, model_file, data_file)
     data = apply_overrides(data, sets)
     return data, make_path_spec(data, kind)
 
@@ -104,6 +108,8 @@ def register(app: typer.Typer) -> None:
         run_seeds: Optional[str] = typer.Option(None, help="which seeds of the run(s), e.g. '0,1'"),
         dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, ... (fresh seeds)"),
         data_dir: Optional[str] = typer.Option(None, help="folder with the IDX files (mnist, fashion-mnist)"),
+        model_file: Optional[str] = typer.Option(None, "--model-file", help="your own model: FILE.py:FUNCTION (fresh seeds; see `phaseprobe sweep --help`)"),
+        data_file: Optional[str] = typer.Option(None, "--data", help="your own arrays: FILE.npz with x_train, y_train, x_test, y_test"),
         n_train: Optional[int] = typer.Option(None, help="training-set size (subset)"),
         width: Optional[int] = typer.Option(None, help="hidden width"),
         depth: Optional[int] = typer.Option(None, help="hidden layers"),
@@ -129,7 +135,7 @@ def register(app: typer.Typer) -> None:
                      strengths=strengths, n_strengths=n_strengths, convention=convention, bezier_epochs=bezier_epochs,
                      run=list(run) if run else None,
                      run_seeds=[int(s) for s in run_seeds.split(",")] if run_seeds else None)
-        data, spec = build_spec("connect", DEFAULT_CONNECT, spec_file, sets, flags)
+        data, spec = build_spec("connect", DEFAULT_CONNECT, spec_file, sets, flags, model_file, data_file)
         banner = (f"[bold]phaseprobe connect[/bold] {spec.name}: "
                   f"{'minima from ' + ', '.join(spec.run) if spec.run else spec.dataset + ', fresh seeds ' + str(spec.seed_list())} -> {out}")
         res = run_path_command("connect", data, spec, out, engine, address, grid, list(cli.args), no_figures, banner)
