@@ -43,7 +43,7 @@ from phaseprobe.paths.workflow import (
     _n_minima,
     _pairs,
     auto_strengths,
-    check_runs,
+    check_minima_runs,
     landscape_for,
     load_minima,
     make_path_spec,
@@ -77,7 +77,7 @@ class PathContext:
     def __init__(self, spec: PathSpec, dataset=None):
         from phaseprobe.sweep.spec import make_spec
 
-        sweep_spec = make_spec(check_runs(spec.run)[0]) if spec.run else None
+        sweep_spec = make_spec(check_minima_runs(spec.run)[0]) if spec.run else None
         self.spec = spec
         self.sweep_ctx, self.land = landscape_for(spec, sweep_spec=sweep_spec, dataset=dataset)
         self.dataset = self.sweep_ctx.dataset

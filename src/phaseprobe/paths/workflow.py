@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import jax
 import numpy as np
@@ -33,6 +33,9 @@ from phaseprobe.errors import SpecError
 from phaseprobe.paths.landscape import PathError
 from phaseprobe.specs import check_seeds, read_toml_spec, validation_message
 from phaseprobe.sweep.spec import DATA_MODEL_FIELDS, DataModelSpec
+
+if TYPE_CHECKING:
+    from phaseprobe.paths.probe_types import ProbeConfig
 
 
 class PathSpec(DataModelSpec):
@@ -199,7 +202,7 @@ def _arch(spec_dict: dict) -> dict:
     return {k: spec_dict.get(k) for k in keys}
 
 
-def check_runs(run_dirs) -> list[dict]:
+def check_minima_runs(run_dirs) -> list[dict]:
     """The sweep specs of the run folders, or a :class:`PathError` (not a sweep, no parameters,
     architectures that differ); reads only ``spec.json`` and the parameter file names."""
     from phaseprobe.store import RunStore
@@ -233,7 +236,7 @@ def load_minima(run_dirs, *, seeds=None, n: int = 2):
     run_dirs = [Path(r) for r in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
     if not run_dirs:
         raise PathError("run: give at least one sweep run folder")
-    specs = check_runs(run_dirs)
+    specs = check_minima_runs(run_dirs)
     found = []
     for r in run_dirs:
         pieces = sorted(p.stem for p in (r / "params").glob("*.npz") if not p.name.startswith(".tmp-"))
