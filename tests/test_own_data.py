@@ -196,3 +196,31 @@ def test_cifar10_absent_or_incomplete_folder_is_one_line(tmp_path):
     (folder / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match=r"data_batch_3 is not a CIFAR-10 python batch"):
         load_dataset("cifar10", data_dir=str(folder))
+
+
+def test_sweep_on_npz_resume_and_curvature_with_a_moved_file(tmp_path):
+    """``--data FILE.npz`` through sweep and curvature: a changed file is refused in one line (a resumed
+    sweep, the curvature analysis), a moved one is found with ``curvature --data``."""
+    env = dict(os.environ, COLUMNS="200")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "phaseprobe.cli", *args], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=300)
+
+    a = _arrays(n_tr=30, n_te=12)
+    _save(tmp_path / "d.npz", **a)
+    sweep = ["sweep", "--data", "d.npz", "--width", "4", "--depth", "1", "--alphas", "1e-3", "--seeds", "1",
+             "--epochs", "5", "--mode", "cold", "--no-figures", "--out", "run"]
+    r = cli(*sweep)
+    assert r.returncode == 0, r.stderr
+    _save(tmp_path / "d.npz", **_arrays(n_tr=30, n_te=12, seed=9))
+    r = cli(*sweep)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: data: ")
+    assert "changed since the run in run began" in r.stderr and "Traceback" not in r.stderr
+    c = cli("curvature", "run", "--exact")
+    assert c.returncode == 2 and "changed since the run was made" in c.stderr and "Traceback" not in c.stderr
+    (tmp_path / "d.npz").unlink()
+    _save(tmp_path / "moved.npz", **a)  # the original content, elsewhere
+    assert cli("curvature", "run", "--exact").returncode == 2
+    c = cli("curvature", "run", "--exact", "--data", "moved.npz")
+    assert c.returncode == 0, c.stderr

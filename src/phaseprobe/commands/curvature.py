@@ -22,6 +22,8 @@ def register(app: typer.Typer) -> None:
         max_params: Optional[int] = typer.Option(None, help="largest model for the exact Hessian (default 5000)"),
         model_file: Optional[str] = typer.Option(None, "--model-file", help="where the run's own model file is now "
                                                  "(FILE.py:FUNCTION; its content must match the run's)"),
+        data_file: Optional[str] = typer.Option(None, "--data", help="where the run's .npz data file is now "
+                                                "(its content must match the run's)"),
     ):
         """Geometry of every stored minimum of a sweep: R(E), R(L_alpha), spectrum ends, saddle index;
         change points of R matched to the accuracy transitions; figure and report section."""
@@ -38,7 +40,7 @@ def register(app: typer.Typer) -> None:
                 state["task"] = prog.phase("minima analysed", n, unit="minima")
 
             geo = curvature_of_run(run_dir, exact=exact, n_probes=probes, lanczos_k=k, branches=branch or None,
-                                   seeds=seed or None, max_params=max_params, model_file=model_file,
+                                   seeds=seed or None, max_params=max_params, model_file=model_file, data_file=data_file,
                                    on_plan=on_plan, on_point=lambda n: state["task"].advance(n))
             if "task" in state:
                 state["task"].finish()

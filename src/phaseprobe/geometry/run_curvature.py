@@ -52,11 +52,12 @@ def curvature_of_run(
     on_plan: Callable[[int], None] | None = None,
     resume: bool = True,
     model_file: str | None = None,
+    data_file: str | None = None,
 ) -> pd.DataFrame:
     """Geometry of every stored minimum of a sweep run folder (one row per branch x alpha x seed).
 
-    ``model_file`` (``FILE.py:FUNCTION``) finds a run's own model file where it moved; its content
-    must match the hash the run recorded.
+    ``model_file`` (``FILE.py:FUNCTION``) and ``data_file`` (an ``.npz``) find a run's own model
+    and data files where they moved; their content must match the hashes the run recorded.
 
     With ``resume`` (default) every analysed piece is written through a run store of its own,
     ``RUN/curvature/<options hash>/`` (atomic pieces, a writer lock): an interrupted analysis
@@ -74,7 +75,12 @@ def curvature_of_run(
         raise GeometryError(f"run: '{run_dir}' was made by `{meta.get('kind')}`, not `phaseprobe sweep`; give a sweep run folder")
     if not store.has_params():
         raise GeometryError(f"run: '{run_dir}' has no stored parameters; run `phaseprobe sweep --out {run_dir}` (it stores them) first")
-    spec = make_spec(meta["spec"] if model_file is None else {**meta["spec"], "model_file": model_file})
+    spec_d = dict(meta["spec"]) if model_file is None else {**meta["spec"], "model_file": model_file}
+    if data_file is not None:
+        if spec_d.get("dataset") != "npz":
+            raise GeometryError(f"data: '{run_dir}' was trained on {spec_d.get('dataset')}, not an .npz file; drop --data")
+        spec_d["data_options"] = {**spec_d.get("data_options", {}), "path": str(Path(data_file).expanduser().resolve())}
+    spec = make_spec(spec_d)
     store.done_pieces()  # reads every piece back; a damaged one is moved aside as *.corrupt
     damaged = sorted({p.name.split(".")[0] for d in (store.records_dir, store.params_dir) if d.exists()
                       for p in d.glob("*.corrupt")})
