@@ -148,15 +148,15 @@ def test_overrides_name_the_field_that_is_wrong():
 
 
 def test_alpha_zero_is_a_point_of_a_linear_grid_and_a_log_range_needs_positive_ends():
-    from phaseprobe.sweep.spec import make_spec, parse_grid
+    from phaseprobe.sweep.spec import make_spec, parse_strength_grid
 
-    assert parse_grid("lin:0:0.1:3").tolist() == [0.0, 0.05, 0.1]
-    assert parse_grid("0,0.01").tolist() == [0.0, 0.01]
+    assert parse_strength_grid("lin:0:0.1:3").tolist() == [0.0, 0.05, 0.1]
+    assert parse_strength_grid("0,0.01").tolist() == [0.0, 0.01]
     assert make_spec({"alphas": "lin:0:0.1:3", "seeds": 1}).alpha_grid()[0] == 0.0
     with pytest.raises(PhaseprobeError, match=r"^alphas: a log range needs positive ends.*'lin:0:0.1:5'"):
-        parse_grid("0:0.1:5")
+        parse_strength_grid("0:0.1:5")
     with pytest.raises(PhaseprobeError, match=r"^strengths: strength -1 is not allowed"):
-        parse_grid([0.0, -1.0], field="strengths")
+        parse_strength_grid([0.0, -1.0], field="strengths")
 
 
 def test_model_options_refuse_unknown_keys_naming_the_known_ones():
@@ -173,12 +173,12 @@ def test_memory_estimate_counts_parameters_slots_activations_and_data():
     import jax
 
     from phaseprobe.models import build_model
-    from phaseprobe.resources import ResourceError, check_fits, count_params, estimate_training_bytes
+    from phaseprobe.resources import ResourceError, check_fits, estimate_training_bytes, params_and_activations
 
     def make_one(key):
         return build_model("mlp", (64,), 10, key=key, depth=2, width=32)
 
-    n_params, acts = count_params(make_one)
+    n_params, acts = params_and_activations(make_one)
     model = make_one(jax.random.PRNGKey(0))
     assert n_params == sum(x.size for x in jax.tree_util.tree_leaves(model) if hasattr(x, "size"))
     assert n_params == 64 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10

@@ -49,7 +49,7 @@ class MemoryEstimate:
         return self.params + self.activations + self.data
 
 
-def count_params(make_one: Callable, key=None) -> tuple[int, int]:
+def params_and_activations(make_one: Callable, key=None) -> tuple[int, int]:
     """``(parameters, activations per example)`` of the model ``make_one(key)`` builds, from shapes only.
 
     **Arguments:**
@@ -89,7 +89,7 @@ def estimate_training_bytes(
     - ``members``: members trained at once (one vmap).
     - ``optimizer``: a name in :data:`OPTIMIZER_SLOTS` (unknown names count no slots).
     - ``batch``: examples per step (the full training set for full batch).
-    - ``activations_per_example``: units a forward pass writes per example (:func:`count_params`).
+    - ``activations_per_example``: units a forward pass writes per example (:func:`params_and_activations`).
     - ``data_bytes``: the dataset's arrays, resident on the device.
     - ``dtype_bytes``: bytes per number (float32: 4).
 

@@ -41,9 +41,9 @@ from phaseprobe.grokking.spec import GrokSpec
 # ---------------------------------------------------------------------------------------------
 def hysteresis_loops(spec: GrokSpec) -> list[tuple[str, list[float]]]:
     """(label, ascending weight decays) of every loop the hysteresis stage runs."""
-    from phaseprobe.sweep import parse_grid
+    from phaseprobe.sweep import parse_strength_grid
 
-    grid = np.sort(parse_grid(spec.hysteresis.weight_decays))
+    grid = np.sort(parse_strength_grid(spec.hysteresis.weight_decays))
     tops = spec.hysteresis.tops
     if not tops:
         return [(f"top {grid[-1]:g}", [float(v) for v in grid])]

@@ -364,10 +364,10 @@ class GrokSpec(BaseModel):
                 raise SpecError(f"geometry.{name}: {val} is not on the grid ({', '.join(f'{v:g}' for v in grid)}); "
                                 "pick a value from the spec's grid or leave it out")
         if self.hysteresis.enabled:
-            from phaseprobe.sweep.spec import parse_grid
+            from phaseprobe.sweep.spec import parse_strength_grid
 
             check_seeds(self.hysteresis.seeds, "hysteresis.seeds", example="[0, 1]")
-            grid = parse_grid(self.hysteresis.weight_decays, field="hysteresis.weight_decays")
+            grid = parse_strength_grid(self.hysteresis.weight_decays, field="hysteresis.weight_decays")
             if len(grid) < 2:
                 raise SpecError("hysteresis.weight_decays: a sweep needs at least two values, e.g. '0.01:30:13'")
             for top in self.hysteresis.tops or []:
@@ -387,9 +387,9 @@ class GrokSpec(BaseModel):
         **Returns:** ``self``; a grid that cannot fit in the free memory raises a one-line
         :class:`~phaseprobe.resources.ResourceError` before any model is built.
         """
-        from phaseprobe.resources import check_fits, count_params, estimate_training_bytes
+        from phaseprobe.resources import check_fits, params_and_activations, estimate_training_bytes
 
-        n_params, acts = count_params(make_one)
+        n_params, acts = params_and_activations(make_one)
         members = len(self.weight_decays) * len(self.init_scales) * len(self.seed_list())
         batch = dataset.n_train if self.batch_size is None else min(self.batch_size, dataset.n_train)
         est = estimate_training_bytes(n_params, members, "adamw", batch, acts,

@@ -95,14 +95,14 @@ class PathSpec(DataModelSpec):
         return d
 
     def check(self, kind: str) -> "PathSpec":
-        from phaseprobe.sweep.spec import make_spec, parse_grid
+        from phaseprobe.sweep.spec import make_spec, parse_strength_grid
 
         make_spec(self.sweep_part())
         conventions.check_convention(self.convention)
         if self.convention == "decoupled":
             raise SpecError("convention: the probe's penalty is in the gradient; use 'l2' or 'wd'")
         if str(self.strengths).strip() != "auto":
-            g = parse_grid(self.strengths, field="strengths")
+            g = parse_strength_grid(self.strengths, field="strengths")
             if g.size < 2 or np.any(np.diff(g) <= 0):
                 raise SpecError("strengths: the probe only raises beta; give a strictly increasing grid of >= 2 values, e.g. 'lin:0:0.05:26'")
         elif kind == "basins":
@@ -366,9 +366,9 @@ def auto_strengths(spec: PathSpec, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _grid(spec: PathSpec) -> np.ndarray:
-    from phaseprobe.sweep.spec import parse_grid
+    from phaseprobe.sweep.spec import parse_strength_grid
 
-    return np.asarray(parse_grid(spec.strengths, field="strengths"), np.float64)
+    return np.asarray(parse_strength_grid(spec.strengths, field="strengths"), np.float64)
 
 
 # ---------------------------------------------------------------------------------------------

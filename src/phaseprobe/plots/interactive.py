@@ -49,7 +49,7 @@ def _usable(df: pd.DataFrame) -> pd.DataFrame:
     return d[~excluded(d)]
 
 
-def sweep_figure(df: pd.DataFrame, transitions: pd.DataFrame | None = None, title: str = "",
+def sweep_plotly_figure(df: pd.DataFrame, transitions: pd.DataFrame | None = None, title: str = "",
                  observables: tuple[str, ...] = ("test_acc", "w_sq")):
     """Accuracy and ||w||^2 against the strength, per branch (seed mean, bold) and per seed (thin).
 

@@ -297,7 +297,7 @@ def _provenance_html(run_dir: Path) -> str:
 def _sweep_interactive(run_dir: Path, label: str = "") -> list[str]:
     """Interactive curves of a sweep folder (empty when it has no records or plotly is missing)."""
     try:
-        from phaseprobe.plots.interactive import sweep_figure
+        from phaseprobe.plots.interactive import sweep_plotly_figure
         from phaseprobe.store import RunStore
 
         df = RunStore(run_dir).load_records()
@@ -308,7 +308,7 @@ def _sweep_interactive(run_dir: Path, label: str = "") -> list[str]:
             tr = pd.read_csv(tp) if tp.exists() else None
         except (pd.errors.EmptyDataError, pd.errors.ParserError):
             tr = None
-        return [sweep_figure(df, tr, title=label).to_json()]
+        return [sweep_plotly_figure(df, tr, title=label).to_json()]
     except ImportError:
         return []
 

@@ -9,7 +9,7 @@ import importlib
 
 _EXPORTS = {
     "MODES": "spec", "SweepSpec": "spec", "apply_overrides": "spec", "load_spec_file": "spec",
-    "make_spec": "spec", "parse_grid": "spec",
+    "make_spec": "spec", "parse_strength_grid": "spec",
     "SweepContext": "run", "Unit": "run", "execute_unit": "run", "plan_units": "run",
     "run_sweep": "driver",
 }

@@ -28,7 +28,7 @@ OPTIMISER_DEFAULTS = {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "schedule": "constant
 :class:`phaseprobe.train.TrainConfig`) at the values that reproduce runs made before they existed."""
 
 
-def parse_grid(text: Union[str, list, tuple], field: str = "alphas") -> np.ndarray:
+def parse_strength_grid(text: Union[str, list, tuple], field: str = "alphas") -> np.ndarray:
     """Parse a grid of strengths.
 
     * ``"1e-5:1e-1:41"`` -- 41 log-spaced values from 1e-5 to 1e-1 (both ends > 0);
@@ -226,7 +226,7 @@ class SweepSpec(DataModelSpec):
         return check_seeds(self.seeds)
 
     def strengths(self) -> np.ndarray:
-        return np.sort(parse_grid(self.alphas))
+        return np.sort(parse_strength_grid(self.alphas))
 
     def alpha_grid(self) -> np.ndarray:
         """Canonical alphas (penalty alpha*||w||^2), ascending."""
@@ -310,14 +310,14 @@ class SweepSpec(DataModelSpec):
         **Returns:** ``self``; a batch larger than the training set or an ensemble that cannot
         fit raises a one-line :class:`~phaseprobe.errors.PhaseprobeError`.
         """
-        from phaseprobe.resources import check_fits, count_params, estimate_training_bytes
+        from phaseprobe.resources import check_fits, params_and_activations, estimate_training_bytes
 
         n = int(dataset.n_train)
         if self.batch_size is not None and self.batch_size > n:
             raise SpecError(f"batch_size: {self.batch_size} is larger than the training set ({n} examples); "
                             f"give batch_size <= {n}, or omit it for full batch")
         if make_one is not None:
-            n_params, acts = count_params(make_one)
+            n_params, acts = params_and_activations(make_one)
             est = estimate_training_bytes(
                 n_params, self.members_per_program(), self.optimizer,
                 n if (self.batch_size is None or self.optimizer == "gd") else self.batch_size, acts,

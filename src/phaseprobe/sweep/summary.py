@@ -150,8 +150,8 @@ def summarize(run_dir: str | Path, figures: bool = True, n_boot: int = 200) -> d
 def _planned_strengths(spec: dict) -> int | None:
     """The number of strengths the run's spec asks for (None when the stored spec cannot say)."""
     try:
-        from phaseprobe.sweep.spec import parse_grid
+        from phaseprobe.sweep.spec import parse_strength_grid
 
-        return int(len(parse_grid(spec["alphas"])))
+        return int(len(parse_strength_grid(spec["alphas"])))
     except Exception:  # an older or foreign spec: the analysis still notes what it sees
         return None
