@@ -84,8 +84,9 @@ def feature_count_figure(table: pd.DataFrame, singular_values, depth: int, path,
         if g.empty:
             continue
         for j, c in enumerate(svc):
-            ax.plot(g["alpha"], g[c], style, marker="o" if br == "up" else None, ms=3, color=f"C{j}",
-                    label=f"{br} branch, singular value {j + 1}")
+            label = f"up branch, singular value {j + 1}" if br == "up" else ("down branch (all)" if j == 0 else None)
+            ax.plot(g["alpha"], g[c], style, marker="o" if br == "up" else None, ms=3,
+                    color=f"C{j}" if br == "up" else "0.5", label=label)
         ax2.step(g["alpha"], g["features"], where="mid", linestyle=style, color="k" if br == "up" else "0.5",
                  label=f"{br} branch")
     for j, s in enumerate(sorted(np.asarray(singular_values, float), reverse=True)):
@@ -96,7 +97,7 @@ def feature_count_figure(table: pd.DataFrame, singular_values, depth: int, path,
     ax.set_ylabel("singular values of W_L...W_1")
     ax.set_title(f"depth-{depth} linear net, teacher singular values {list(singular_values)}:\n"
                  "one feature per first-order transition (dashed: alpha_c(s_i), dotted: alpha*(s_i))", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 0.08))
     ax2.set_ylabel("features learned")
     ax2.set_xlabel(alpha_label or strength_label("l2"))
     ax2.legend(fontsize=7)
