@@ -199,3 +199,21 @@ def test_killed_run_resumes_bit_identical_and_show_opens_it(tmp_path):
     assert run.kind == "escape" and len(run.records) > 0
     m = run.model(temperature_index=1, replica=3)
     assert len(m.weights) == 3
+
+
+def test_grid_writes_one_run_per_cell_and_show_opens_the_grid(tmp_path):
+    from phaseprobe.runs import open_run
+
+    out = tmp_path / "grid"
+    p = _cli("--replicas", "4", "--barrier-ratios", "3,4", "--steps", "1000", "--set", "n_pieces=2", "--no-figures",
+             "--out", str(out), "--grid", "alpha=0.12,0.15")
+    text = p.communicate(timeout=300)[0]
+    assert p.returncode == 0, text
+    cells = sorted(d.name for d in (out / "cells").iterdir())
+    assert cells == ["alpha-0.12", "alpha-0.15"]
+    for c in cells:
+        assert (out / "cells" / c / "arrhenius.csv").exists()
+    show = subprocess.run([sys.executable, "-m", "phaseprobe.cli", "show", str(out)], capture_output=True, text=True)
+    assert show.returncode == 0, show.stdout + show.stderr
+    run = open_run(out)
+    assert run.kind == "grid" and len(run.cells) == 2 and len(run.records) > 0

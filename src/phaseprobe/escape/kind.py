@@ -212,9 +212,16 @@ def show_escape(run, con, wide: bool = False) -> None:
     if any(p != PREPARE for p in done) and not {"escape_times", "arrhenius"} <= set(tables):
         analyse_escape(run.path, figures=False)
         tables = dict(open_run(run.path).tables)
-    for name in ("escape_times", "arrhenius"):
+    for name, cols in _SHOW_COLUMNS.items():
         if name in tables:
-            print_frame(con, tables[name], name, max_cols=len(tables[name].columns))
+            tab = tables[name] if wide else tables[name][[c for c in cols if c in tables[name].columns]]
+            print_frame(con, tab, name, max_cols=len(tab.columns))
+
+
+_SHOW_COLUMNS = {
+    "escape_times": ["temperature", "barrier_ratio", "escaped", "censored_frac", "tau_steps", "tau_lo", "tau_hi"],
+    "arrhenius": ["dF_fit", "dF_lo", "dF_hi", "barrier_closed_form", "dF_over_barrier", "escapes", "censored"],
+}
 
 
 ESCAPE = ExperimentKind(
