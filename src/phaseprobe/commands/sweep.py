@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         cli: typer.Context,
         spec_file: Optional[Path] = typer.Option(None, "--spec", help="TOML spec (see examples/); flags and --set override it."),
         sets: List[str] = typer.Option([], "--set", help="Override a spec field: --set width=128 (repeatable)."),
-        dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, gaussian-mixture, teacher, lowrank-linear, modular"),
+        dataset: Optional[str] = typer.Option(None, help="digits, fashion-mnist, mnist, cifar10 (--data-dir), gaussian-mixture, teacher, lowrank-linear, modular; your own arrays: --data"),
         classes: Optional[str] = typer.Option(None, help="class subset '0,1,2' or the first k classes 'k'"),
         data_dir: Optional[str] = typer.Option(None, help="folder with the IDX files (mnist, fashion-mnist)"),
         n_train: Optional[int] = typer.Option(None, help="training-set size (subset)"),
