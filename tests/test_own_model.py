@@ -162,6 +162,9 @@ BAD_FILES = {
     "output shape": (MLP_FILE.replace("out_dim, width_size", "out_dim + 1, width_size"), "it must return float outputs of shape (3,)"),
     "wrong input": (MLP_FILE.replace("in_dim, out_dim, width", "in_dim + 2, out_dim, width"), "failed"),
     "int params": (PAIR_FILE.replace('"b1": jnp.zeros(6)', '"b1": jnp.zeros(6, dtype=jnp.int32)'), "parameters must be float arrays"),
+    "int module field": ("import equinox as eqx\nimport jax.numpy as jnp\n\nclass M(eqx.Module):\n    w: object\n    n: object\n\n"
+                         "    def __call__(self, x):\n        return x[:3] * self.w\n\n"
+                         "def make(key, in_dim, out_dim):\n    return M(jnp.ones(3), jnp.arange(3))\n", "int32 parameter of shape (3,)"),
     "init fails": (PAIR_FILE.replace("def init(k):", "def init():"), "init must take one PRNG key"),
     "no params": ("def make(key, in_dim, out_dim):\n    return (lambda k: {}), (lambda p, x: x)\n", "without parameters"),
 }

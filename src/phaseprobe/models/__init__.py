@@ -13,6 +13,10 @@ Init schemes (``init=``), applied to every Linear/Conv weight ``W`` with fan-in 
 * ``"gaussian"``: ``N(0, sigma^2)`` with the given ``sigma`` on every weight, biases 0.
 
 ``init_scale`` multiplies every parameter after init (the large-init knob of grokking).
+
+A researcher's own model comes from a file (:mod:`phaseprobe.models.user`, ``--model-file
+FILE.py:FUNCTION``): an Equinox module (held as an :class:`OwnModule`) or an ``(init, apply)``
+pair (a :class:`FunctionalModel`).
 """
 
 from phaseprobe.models.nets import (
@@ -28,15 +32,19 @@ from phaseprobe.models.nets import (
     penalty_mask,
 )
 from phaseprobe.models import tokens  # noqa: F401  (registers embed-mlp, transformer)
+from phaseprobe.models.user import FunctionalModel, OwnModule, build_user_model
 
 __all__ = [
     "ACTIVATIONS",
     "INIT_SCHEMES",
     "ConvNet",
     "DeepLinear",
+    "FunctionalModel",
     "MLP",
     "ModelError",
+    "OwnModule",
     "build_model",
+    "build_user_model",
     "count_params",
     "init_members",
     "penalty_mask",
