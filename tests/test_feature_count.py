@@ -76,3 +76,40 @@ def test_downward_branch_stays_in_the_metastable_rank_zero_phase(loop):
     down = loop[loop["branch"] == "down"]
     assert (down["features"] == 0).all()
     assert feature_transitions(loop, "down").empty
+
+
+def test_sweep_and_grok_specs_carry_the_optimiser_settings():
+    """Schedule, betas and epsilon reach the trainer; at their defaults the spec hashes are the
+    ones computed before these fields existed (stored runs still resume)."""
+    import hashlib
+    import json
+
+    from phaseprobe.grokking.spec import GrokSpec
+    from phaseprobe.sweep.run import SweepContext
+    from phaseprobe.sweep.spec import OPTIMISER_DEFAULTS, SweepSpec
+    from phaseprobe.train.config import TrainError
+
+    base = dict(dataset="lowrank-linear", data_options={"singular_values": [1.0], "in_dim": 1, "out_dim": 1},
+                n_train=8, n_test=8, model="linear", loss="mse", alphas="0.1,0.2")
+    ctx = SweepContext(make_spec(dict(base, schedule="warmup_cosine", warmup_steps=5, decay_steps=50, end_lr_factor=0.1,
+                                      b1=0.8, b2=0.98, eps=1e-7)))
+    c = ctx.config
+    assert (c.schedule, c.warmup_steps, c.decay_steps, c.end_lr_factor, c.b1, c.b2, c.eps) == \
+        ("warmup_cosine", 5, 50, 0.1, 0.8, 0.98, 1e-7)
+    with pytest.raises(TrainError, match="^decay_steps: "):
+        SweepContext(make_spec(dict(base, schedule="cosine")))
+
+    def old_hash(spec, drop):
+        d = {k: v for k, v in spec.model_dump().items() if k not in drop}
+        d.pop("name", None)
+        if not d.get("refine"):
+            d.pop("refine", None)
+            d.pop("refine_to", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    assert SweepSpec().hash() == old_hash(SweepSpec(), set(OPTIMISER_DEFAULTS))
+    assert SweepSpec(schedule="warmup", warmup_steps=3).hash() != SweepSpec().hash()
+    g = GrokSpec()
+    d = {k: v for k, v in g.model_dump().items() if k not in ("name", "eps", "schedule", "warmup_steps", "decay_steps", "end_lr_factor")}
+    assert g.hash() == hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert GrokSpec(schedule="warmup", warmup_steps=10).hash() != g.hash()
