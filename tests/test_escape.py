@@ -121,6 +121,12 @@ def test_trap_is_prepared_at_rank_zero(escape_run):
     prep = RunStore(out).load_piece_records("prepare")
     assert abs(float(prep["end_to_end"].iloc[0])) < 1e-6
     assert prep["alpha_prepare"].iloc[0] > critical_alpha(1.0, 3)
+    # the barrier measured with the trainer's loss on the path trapped -> learned minimum
+    b = spec.barrier()
+    assert prep["barrier_path_max"].iloc[0] == pytest.approx(b.barrier, rel=1e-3)
+    assert prep["saddle_end_to_end_path"].iloc[0] == pytest.approx(b.u_saddle, rel=2e-2)
+    assert prep["learned_minus_trapped_loss"].iloc[0] == pytest.approx(b.depth_on, rel=1e-3)
+    assert res["arrhenius"]["barrier_measured"].iloc[0] == pytest.approx(b.barrier, rel=1e-3)
 
 
 def test_fitted_barrier_within_15_percent_of_closed_form(escape_run):

@@ -104,7 +104,11 @@ def budget_records(records: pd.DataFrame, piece: str | None = None) -> pd.DataFr
 
 
 def summarize_escape(run_dir, figures: bool = True) -> dict:
-    """Tables (``escape_times.csv``, ``arrhenius.csv``) and figures of an escape run, from its store."""
+    """Tables (``escape_times.csv``, ``arrhenius.csv``) and figures of an escape run, from its store.
+
+    ``arrhenius.csv`` puts the fitted ``dF`` next to the closed-form barrier and the barrier
+    measured with the trainer's loss along the path from the trapped to the learned minimum
+    (:func:`phaseprobe.escape.kind.measure_barrier`)."""
     from phaseprobe.escape.spec import make_escape_spec
     from phaseprobe.store import RunStore, save_frame_csv
 
@@ -115,6 +119,8 @@ def summarize_escape(run_dir, figures: bool = True) -> dict:
     rec = budget_records(records)
     times = escape_time_table(rec)
     barrier = spec.barrier()
+    prep = records[records["piece"] == "prepare"]
+    measured = float(prep["barrier_path_max"].iloc[0])
     try:
         fit = fit_arrhenius(rec["temperature"], rec["exposure_steps"], rec["escaped"])
     except ValueError:
@@ -123,6 +129,7 @@ def summarize_escape(run_dir, figures: bool = True) -> dict:
     arr = pd.DataFrame([{
         "dF_fit": fit["dF"], "dF_lo": fit["dF_lo"], "dF_hi": fit["dF_hi"], "c_ln_steps": fit["c"],
         "barrier_closed_form": barrier.barrier, "dF_over_barrier": fit["dF"] / barrier.barrier,
+        "barrier_measured": measured, "learned_minus_trapped_loss": float(prep["learned_minus_trapped_loss"].iloc[0]),
         "escapes": fit["events"], "censored": fit["censored"], "budget_steps": int(rec["steps_done"].max()),
         "alpha": spec.alpha, "depth": spec.depth, "width": spec.width, "singular_value": spec.singular_value,
         "lr": spec.lr, "criterion": str(rec["criterion"].iloc[0]),
@@ -134,5 +141,6 @@ def summarize_escape(run_dir, figures: bool = True) -> dict:
         from phaseprobe.escape.figures import arrhenius_figure, survival_figure
 
         out["figures"] = [survival_figure(rec, run_dir / "escape_survival.png"),
-                          arrhenius_figure(times, fit, barrier.barrier, run_dir / "escape_arrhenius.png", spec=spec)]
+                          arrhenius_figure(times, fit, barrier.barrier, run_dir / "escape_arrhenius.png", spec=spec,
+                                           measured=measured)]
     return out

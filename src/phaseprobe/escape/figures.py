@@ -33,7 +33,7 @@ def survival_figure(rec, path):
     return save_figure(fig, path)
 
 
-def arrhenius_figure(times, fit, barrier, path, spec=None):
+def arrhenius_figure(times, fit, barrier, path, spec=None, measured=None):
     """``ln tau`` (steps) against ``1/T``: per-temperature estimates with intervals, the censored
     maximum-likelihood line and the closed-form barrier's slope through the same mean."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -49,7 +49,8 @@ def arrhenius_figure(times, fit, barrier, path, spec=None):
         ax.plot(xs, fit["dF"] * xs + fit["c"], "C0-",
                 label=f"censored ML fit: dF = {fit['dF']:.4g} [{fit['dF_lo']:.4g}, {fit['dF_hi']:.4g}]")
         c_b = np.mean(fit["dF"] * x + fit["c"]) - barrier * np.mean(x)
-        ax.plot(xs, barrier * xs + c_b, "C3--", label=f"closed-form barrier dV = {barrier:.4g} (slope)")
+        extra = "" if measured is None else f"; on the loss path {measured:.4g}"
+        ax.plot(xs, barrier * xs + c_b, "C3--", label=f"barrier prediction: closed form dV = {barrier:.4g}{extra}")
     ax.set_xlabel("1 / T   (T of w <- w - lr grad L + sqrt(2 lr T) xi)")
     ax.set_ylabel("ln tau   (tau in Langevin steps)")
     span = np.exp(np.nanmax(y[ok]) - np.nanmin(y[ok])) if ok.sum() > 1 else 1.0

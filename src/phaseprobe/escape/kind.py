@@ -116,7 +116,30 @@ def _prepare(ctx: EscapeContext):
     u = float(ctx.end_to_end(model)[0])
     rec = pd.DataFrame({"piece": [PREPARE], "alpha_prepare": [alpha_prep], "prepare_steps": [spec.prepare_steps],
                         "end_to_end": [u], "weight_norm2": [float(sum(np.sum(np.asarray(w) ** 2) for w in model.weights))]})
+    rec = rec.assign(**measure_barrier(ctx))
     return model, rec
+
+
+def measure_barrier(ctx: EscapeContext, n_path: int = 2001) -> dict:
+    """The barrier measured with the trainer's own regularised loss, independently of the closed form.
+
+    The learned minimum at ``alpha`` is found by noise-free gradient descent from all weights 1
+    (balanced, so it stays balanced); the trapped minimum is the origin. Both lie on the ray
+    ``t W_on`` (balanced, rank one), which passes through the saddle between them, so the largest
+    loss along the straight path from the origin to ``W_on`` minus the loss at the origin is the
+    barrier ``V(a_s) - V(0)``.
+    """
+    spec = ctx.spec
+    one = jax.tree_util.tree_map(lambda x: jnp.ones_like(x) if eqx.is_inexact_array(x) else x, ctx.members(1))
+    learned, _, _ = ctx.trainer.advance(one, spec.prepare_steps, lr=spec.lr, alpha=spec.alpha,
+                                        key=jax.random.PRNGKey(0), temperature=0.0)
+    t = np.linspace(0.0, 1.0, n_path, dtype=np.float32)
+    params = eqx.filter(learned, eqx.is_inexact_array)
+    path = jax.tree_util.tree_map(lambda x: jnp.asarray(t).reshape((-1,) + (1,) * (x.ndim - 1)) * x, params)
+    loss = np.asarray(ctx.trainer.evaluate(path, jnp.full((n_path,), spec.alpha, jnp.float32), grad=False)["loss"], np.float64)
+    j = int(np.argmax(loss))
+    return {"barrier_path_max": float(loss[j] - loss[0]), "saddle_end_to_end_path": float(t[j] ** spec.depth * ctx.end_to_end(learned)[0]),
+            "learned_end_to_end": float(ctx.end_to_end(learned)[0]), "learned_minus_trapped_loss": float(loss[-1] - loss[0])}
 
 
 def run_escape_unit(ctx: EscapeContext, unit: EscapeUnit, done, emit, load_params, on_work=None) -> None:
@@ -220,7 +243,8 @@ def show_escape(run, con, wide: bool = False) -> None:
 
 _SHOW_COLUMNS = {
     "escape_times": ["temperature", "barrier_ratio", "escaped", "censored_frac", "tau_steps", "tau_lo", "tau_hi"],
-    "arrhenius": ["dF_fit", "dF_lo", "dF_hi", "barrier_closed_form", "dF_over_barrier", "escapes", "censored"],
+    "arrhenius": ["dF_fit", "dF_lo", "dF_hi", "barrier_closed_form", "barrier_measured", "dF_over_barrier", "escapes",
+                  "censored"],
 }
 
 
