@@ -94,9 +94,12 @@ def register(app: typer.Typer) -> None:
         con = Console()
         cols = ["temperature", "barrier_ratio", "escaped", "censored_frac", "tau_steps", "tau_lo", "tau_hi"]
         print_frame(con, res["escape_times"][cols], "escape_times", max_cols=len(cols))
-        con.print(f"Arrhenius fit (censored ML): dF = {a['dF_fit']:.5g}  95% [{a['dF_lo']:.5g}, {a['dF_hi']:.5g}];  "
-                  f"barrier: closed form {a['barrier_closed_form']:.5g}, on the loss path {a['barrier_measured']:.5g} "
-                  f"(dF / closed form {a['dF_over_barrier']:.3f}); "
-                  f"{int(a['escapes'])} escapes, {int(a['censored'])} censored")
+        if not a["dF_fit"] == a["dF_fit"]:
+            con.print(f"no Arrhenius fit: {int(a['escapes'])} escapes (it needs two or more); raise --steps or the temperatures")
+        else:
+            con.print(f"Arrhenius fit (censored ML): dF = {a['dF_fit']:.5g}  95% [{a['dF_lo']:.5g}, {a['dF_hi']:.5g}];  "
+                      f"barrier: closed form {a['barrier_closed_form']:.5g}, on the loss path {a['barrier_measured']:.5g} "
+                      f"(dF / closed form {a['dF_over_barrier']:.3f}); "
+                      f"{int(a['escapes'])} escapes, {int(a['censored'])} censored")
         if not no_figures:
             con.print(f"figures: {out}/escape_survival.png, {out}/escape_arrhenius.png")

@@ -100,7 +100,10 @@ def budget_records(records: pd.DataFrame, piece: str | None = None) -> pd.DataFr
     rec = records[records["piece"].astype(str).str.startswith("t")]
     if piece is None:
         piece = sorted(rec["piece"].unique())[-1]
-    return rec[rec["piece"] == piece].sort_values("member").reset_index(drop=True)
+    out = rec[rec["piece"] == piece].sort_values("member").reset_index(drop=True)
+    # the run's records also hold the preparation's row (no replica columns): restore the dtypes
+    return out.astype({"escaped": bool, "first_passage_step": np.int64, "exposure_steps": np.int64,
+                       "member": np.int64, "temperature_index": np.int64, "replica": np.int64, "steps_done": np.int64})
 
 
 def summarize_escape(run_dir, figures: bool = True) -> dict:
