@@ -44,9 +44,9 @@ def register(app: typer.Typer) -> None:
                                    on_plan=on_plan, on_point=lambda n: state["task"].advance(n))
             if "task" in state:
                 state["task"].finish()
-        from phaseprobe.store.run_store import _atomic_write_bytes
+        from phaseprobe.store import save_frame_parquet
 
-        _atomic_write_bytes(Path(run_dir) / "curvature.parquet", lambda tmp: geo.to_parquet(tmp, index=False))
+        save_frame_parquet(geo, Path(run_dir) / "curvature.parquet")
         res = curvature_report(run_dir, geo)
         out = Console() if Console().is_terminal else Console(width=160)
         from rich.table import Table

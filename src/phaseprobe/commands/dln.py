@@ -226,8 +226,6 @@ def _run_escape(spec, out: Path, eng, no_figures: bool) -> None:
 
 def _run_spec_grid(kind: str, data: dict, grid_fields: dict, out: Path, eng, no_figures: bool) -> None:
     """``--grid field=v1,v2``: one run of ``kind`` per cell under OUT/cells/, one report with a facet per cell."""
-    from rich.table import Table
-
     from phaseprobe.engine.grid import expand, run_grid, summarize_grid
 
     n_cells = len(expand(grid_fields))
@@ -238,12 +236,8 @@ def _run_spec_grid(kind: str, data: dict, grid_fields: dict, out: Path, eng, no_
         df = run_grid(data, grid_fields, out, engine=eng, kind=kind, progress=prog, banner=banner)
     console.print(f"done in {time.perf_counter() - t0:.1f} s; {len(df)} records in {out}/cells/*/records")
     res = summarize_grid(out, figures=not no_figures)
-    cells = res["cells"]
-    t = Table(title="cells")
-    for c in cells.columns:
-        t.add_column(str(c), justify="right")
-    for row in cells.itertuples(index=False):
-        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    _out_console().print(t)
+    from phaseprobe.commands.sweep import print_cells
+
+    print_cells(_out_console(), res["cells"])
     if not no_figures:
         console.print(f"report: {out}/report.html (one section per cell); cells: {out}/cells.csv")

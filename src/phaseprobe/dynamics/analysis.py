@@ -9,8 +9,6 @@ computed are left out).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from phaseprobe.dynamics.phase import escape_fits, escape_rows, locate_transitio
 from phaseprobe.dynamics.plateaus import analyze_member, certify_saddle, oracle_escape_times
 from phaseprobe.dynamics.spec import DLNEscapeSpec, DLNPhaseGridSpec, DLNSpec
 from phaseprobe.dynamics.units import RUN_PIECE, depth_piece, stored_ensemble, width_piece
+from phaseprobe.store import save_frame_parquet
 
 
 TRANSITION_COLUMNS = ("disp_abs", "t_escape_1")
@@ -31,21 +30,6 @@ def _spec_of(run_dir, spec_type):
 
     store = RunStore(run_dir)
     return store, spec_type(**store.meta()["spec"])
-
-
-def _save_parquet(df: pd.DataFrame, path: Path) -> Path:
-    """``df.to_parquet`` to a temporary name, then rename (atomic)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _missing(store, pieces) -> list[str]:
@@ -93,11 +77,11 @@ def analyse_dln_run(run_dir, figures: bool = True, progress=None) -> dict:
     table = pd.DataFrame([p.as_row() for p in plats])
     df = run.member(0)
     esc = oracle_escape_times(df["t"].to_numpy(), np.maximum(df["excess_loss"].to_numpy(), 0), stats.levels() - stats.e_min)
-    _save_parquet(rec, out / "records.parquet")
+    save_frame_parquet(rec, out / "records.parquet")
     tab = table.copy()
     if "learned_sv" in tab:
         tab["learned_sv"] = tab["learned_sv"].apply(lambda v: json.dumps([float(x) for x in v]))
-    _save_parquet(tab, out / "plateaus.parquet")
+    save_frame_parquet(tab, out / "plateaus.parquet")
     save_frame_csv(tab, out / "plateaus.csv")
     summary = {
         "depth": spec.depth, "width": spec.width, "sigma": spec.sigma, "gamma": spec.gamma,
@@ -168,9 +152,9 @@ def analyse_dln_phase_grid(run_dir, figures: bool = True, progress=None) -> dict
     for c in ("plateau_ranks", "plateau_levels"):
         if c in s:
             s[c] = s[c].apply(lambda v: json.dumps([float(x) for x in v]))
-    _save_parquet(s, out / "grid_summary.parquet")
+    save_frame_parquet(s, out / "grid_summary.parquet")
     save_frame_csv(s, out / "grid_summary.csv")
-    _save_parquet(records, out / "grid_records.parquet")
+    save_frame_parquet(records, out / "grid_records.parquet")
     tj = {c: {"gamma_c": tr["gamma_c"], "slopes": tr["slopes"].to_dict(orient="list"),
               "pairs": tr["pairs"].to_dict(orient="list")} for c, tr in located.items()}
     atomic_write_text(out / "transition.json", json.dumps(tj, indent=2, default=float))
@@ -235,8 +219,8 @@ def analyse_dln_escape(run_dir, figures: bool = True, progress=None) -> dict:
     if tab.empty:
         return {"table": tab, "fits": pd.DataFrame(), "records": allrec, "figures": []}
     fits = escape_fits(tab)
-    _save_parquet(tab, out / "escape_times.parquet")
-    _save_parquet(fits, out / "escape_fits.parquet")
+    save_frame_parquet(tab, out / "escape_times.parquet")
+    save_frame_parquet(fits, out / "escape_fits.parquet")
     save_frame_csv(tab, out / "escape_times.csv")
     save_frame_csv(fits, out / "escape_fits.csv")
     figs = []

@@ -19,8 +19,6 @@ figures, report.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import pandas as pd
 
 from phaseprobe.grokking.phase import delay_table, grokking_summary
 from phaseprobe.grokking.spec import GrokSpec
+from phaseprobe.store import save_frame_parquet
 
 
 @dataclass
@@ -46,19 +45,6 @@ class GrokResult:
     figures: list[Path] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """``df.to_parquet`` to a temporary name, then rename (atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _stage_records(store, prefix: str) -> pd.DataFrame:
@@ -148,16 +134,16 @@ def analyse_grok(run_dir: str | Path, figures: bool = True) -> dict:
         "dataset": ds.summary(),
     }, indent=2, default=str))
     if not res.records.empty:
-        _write_parquet(res.records, out / "grok_records.parquet")
-        _write_parquet(res.summary, out / "grok_summary.parquet")
-        _write_parquet(res.delays, out / "grok_delays.parquet")
+        save_frame_parquet(res.records, out / "grok_records.parquet")
+        save_frame_parquet(res.summary, out / "grok_summary.parquet")
+        save_frame_parquet(res.delays, out / "grok_delays.parquet")
         save_frame_csv(res.summary, out / "members.csv")
         save_frame_csv(res.delays, out / "delays.csv")
     if res.hysteresis is not None:
-        _write_parquet(res.hysteresis, out / "grok_hysteresis.parquet")
+        save_frame_parquet(res.hysteresis, out / "grok_hysteresis.parquet")
         save_frame_csv(res.hysteresis_curves, out / "hysteresis.csv")
     if res.geometry is not None:
-        _write_parquet(res.geometry, out / "grok_geometry.parquet")
+        save_frame_parquet(res.geometry, out / "grok_geometry.parquet")
         save_frame_csv(res.geometry, out / "geometry.csv")
     if figures and not res.records.empty:
         res.figures = write_figures(res, spec)

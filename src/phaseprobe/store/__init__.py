@@ -7,6 +7,7 @@ from phaseprobe.store.run_store import (
     load_records,
     save_figure,
     save_frame_csv,
+    save_frame_parquet,
 )
 
-__all__ = ["RunStore", "StoreError", "atomic_write_text", "load_records", "save_figure", "save_frame_csv"]
+__all__ = ["RunStore", "StoreError", "atomic_write_text", "load_records", "save_figure", "save_frame_csv", "save_frame_parquet"]

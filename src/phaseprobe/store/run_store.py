@@ -312,6 +312,13 @@ def save_figure(fig, path: str | Path, **kwargs) -> Path:
     return path
 
 
+def save_frame_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    """``df.to_parquet`` atomically (without the index)."""
+    path = Path(path)
+    _atomic_write_bytes(path, lambda tmp: df.to_parquet(tmp, index=False))
+    return path
+
+
 def save_frame_csv(df: pd.DataFrame, path: str | Path, **kwargs) -> Path:
     """``df.to_csv`` atomically."""
     path = Path(path)
