@@ -12,7 +12,7 @@ from typing import Callable
 
 import pandas as pd
 
-from phaseprobe.experiment import Job, prepare, run_jobs
+from phaseprobe.experiment import Job, prepare, run_experiment
 from phaseprobe.sweep.kind import SWEEP
 from phaseprobe.sweep.spec import SweepSpec
 
@@ -81,14 +81,6 @@ def run_sweep(
 
     **Returns:** every record of the run folder (one pandas frame).
     """
-    job = prepare_sweep(spec, out, dataset=dataset)
-    try:
-        prog = progress if progress is not None else _Callbacks(on_runs, on_plan)
-        if progress is not None:
-            if banner:
-                progress.message(banner)
-            progress.message(job.store.resume_summary(job))
-        run_jobs([job], engine=engine, progress=prog)
-    finally:
-        job.store.unlock()
-    return job.store.load_records()
+    prog = progress if progress is not None else _Callbacks(on_runs, on_plan)
+    store = run_experiment(SWEEP, spec, out, engine=engine, progress=prog, dataset=dataset, banner=banner)
+    return store.load_records()
