@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from phaseprobe.errors import SpecError
 
@@ -159,3 +159,25 @@ def check_seeds(seeds: Any, field: str = "seeds", example: str = "[0, 1, 2]") ->
         raise SpecError(f"{field}: seed {dup[0]} is given {out.count(dup[0])} times (the same training twice); "
                         f"give each seed once, e.g. {sorted(set(out))}")
     return out
+
+
+class ScheduleSpec(BaseModel):
+    """Adam's epsilon and the learning-rate schedule, the spec fields of the
+    :class:`phaseprobe.train.TrainConfig` settings that the sweep and grok specs share (checked
+    there, before any compute)."""
+
+    eps: float = 1e-8
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    decay_steps: Optional[int] = None
+    end_lr_factor: float = 0.0
+
+
+SCHEDULE_DEFAULTS: dict[str, Any] = {name: f.default for name, f in ScheduleSpec.model_fields.items()}
+"""The schedule fields at the values that reproduce runs made before they existed."""
+
+
+def without_defaults(d: dict, defaults: dict) -> dict:
+    """``d`` without the keys of ``defaults`` whose value is the default (a spec hash leaves out
+    settings added later at their default, so older runs keep their hash and resume)."""
+    return {k: v for k, v in d.items() if not (k in defaults and defaults[k] == v)}

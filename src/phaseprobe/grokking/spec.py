@@ -36,7 +36,7 @@ from typing import Any, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from phaseprobe.specs import check_seeds, read_toml_spec, validation_message
+from phaseprobe.specs import SCHEDULE_DEFAULTS, ScheduleSpec, check_seeds, read_toml_spec, validation_message, without_defaults
 
 from phaseprobe.errors import SpecError
 
@@ -162,18 +162,7 @@ class GeometrySpec(BaseModel):
         return v
 
 
-GROK_OPTIMISER_DEFAULTS = {"eps": 1e-8, "schedule": "constant", "warmup_steps": 0, "decay_steps": None,
-                           "end_lr_factor": 0.0}
-"""AdamW's epsilon and the learning-rate schedule (:class:`phaseprobe.train.TrainConfig`) at the
-values that reproduce runs made before they were settings."""
-
-
-def _without_default_optimiser(d: dict) -> dict:
-    """``d`` without the optimiser settings left at their defaults (so older hashes stay)."""
-    return {k: v for k, v in d.items() if not (k in GROK_OPTIMISER_DEFAULTS and GROK_OPTIMISER_DEFAULTS[k] == v)}
-
-
-class GrokSpec(BaseModel):
+class GrokSpec(ScheduleSpec):
     """A grokking experiment (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -204,11 +193,6 @@ class GrokSpec(BaseModel):
     lr: float = 1e-3
     b1: float = 0.9
     b2: float = 0.999
-    eps: float = 1e-8
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    decay_steps: Optional[int] = None
-    end_lr_factor: float = 0.0
     batch_size: Optional[int] = None
     steps: int = 10000
     n_records: int = 60
@@ -319,13 +303,13 @@ class GrokSpec(BaseModel):
         return out
 
     def hash(self) -> str:
-        d = _without_default_optimiser(self.model_dump())
+        d = without_defaults(self.model_dump(), SCHEDULE_DEFAULTS)
         d.pop("name", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def grid_hash(self) -> str:
         """Hash of the fields the grid's numbers depend on (stages excluded), for resuming."""
-        d = _without_default_optimiser(self.model_dump())
+        d = without_defaults(self.model_dump(), SCHEDULE_DEFAULTS)
         for k in ("name", "hysteresis", "geometry", "train_threshold", "test_threshold", "memorise_below",
                   "pieces_per_chunk"):
             d.pop(k, None)

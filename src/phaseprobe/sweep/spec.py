@@ -19,11 +19,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from phaseprobe import conventions
 from phaseprobe.errors import SpecError
-from phaseprobe.specs import apply_overrides, check_seeds, read_toml_spec, validation_message  # noqa: F401 (apply_overrides re-exported)
+from phaseprobe.specs import (  # noqa: F401 (apply_overrides re-exported)
+    SCHEDULE_DEFAULTS,
+    ScheduleSpec,
+    apply_overrides,
+    check_seeds,
+    read_toml_spec,
+    validation_message,
+    without_defaults,
+)
 
 MODES = ("cold", "up", "down", "loop")
-OPTIMISER_DEFAULTS = {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "schedule": "constant", "warmup_steps": 0,
-                      "decay_steps": None, "end_lr_factor": 0.0}
+OPTIMISER_DEFAULTS = {"b1": 0.9, "b2": 0.999, **SCHEDULE_DEFAULTS}
 """The optimiser settings (Adam's betas and epsilon, the learning-rate schedule of
 :class:`phaseprobe.train.TrainConfig`) at the values that reproduce runs made before they existed."""
 
@@ -140,7 +147,7 @@ class DataModelSpec(BaseModel):
 DATA_MODEL_FIELDS = tuple(DataModelSpec.model_fields)
 
 
-class SweepSpec(DataModelSpec):
+class SweepSpec(DataModelSpec, ScheduleSpec):
     """An alpha sweep. Strengths are given in ``convention`` ("l2": alpha*||w||^2, "wd": beta/2*||w||^2)."""
 
     name: str = "sweep"
@@ -157,11 +164,6 @@ class SweepSpec(DataModelSpec):
     momentum: float = 0.9
     b1: float = 0.9
     b2: float = 0.999
-    eps: float = 1e-8
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    decay_steps: Optional[int] = None
-    end_lr_factor: float = 0.0
     batch_size: Optional[int] = None
     epochs: int = 300
     patience: Optional[int] = None
@@ -233,11 +235,8 @@ class SweepSpec(DataModelSpec):
         return np.asarray(conventions.to_alpha(self.strengths(), self.convention), dtype=np.float64).reshape(-1)
 
     def hash(self) -> str:
-        d = self.model_dump()
+        d = without_defaults(self.model_dump(), OPTIMISER_DEFAULTS)  # optimiser settings added later
         d.pop("name", None)  # a label; chunk_size stays: it sets the members per compiled program
-        for k, v in OPTIMISER_DEFAULTS.items():  # optimiser settings at their defaults: older hashes stay
-            if d.get(k) == v:
-                d.pop(k, None)
         if not d.get("refine"):  # without refinement its settings change no number (older hashes stay)
             d.pop("refine", None)
             d.pop("refine_to", None)
