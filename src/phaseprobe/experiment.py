@@ -58,6 +58,28 @@ class WorkUnit(Protocol):
     runs_per_piece: int
 
 
+class OnePieceUnit:
+    """Mixin for a unit that writes exactly one piece, named by its ``uid`` (not a chain); the
+    class using it defines ``uid`` and ``runs_per_piece``."""
+
+    chain = False
+
+    @property
+    def pieces(self) -> list[str]:
+        return [self.uid]
+
+
+@dataclass(frozen=True)
+class PlainUnit:
+    """A unit that is nothing but the protocol's fields (see :class:`WorkUnit`)."""
+
+    uid: str
+    pieces: tuple[str, ...]
+    chain: bool = False
+    runs_per_piece: int = 1
+    needs: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Phase:
     """An ordered stage of a run: its name (shown in progress) and its units.

@@ -21,7 +21,7 @@ from phaseprobe.dynamics.phase import integrate_escape_depth, integrate_width, w
 from phaseprobe.dynamics.plateaus import analyze_member
 from phaseprobe.dynamics.run import DLNRun, dln_ensemble, integrate
 from phaseprobe.dynamics.spec import DLNPhaseGridSpec, DLNSpec
-from phaseprobe.experiment import Phase
+from phaseprobe.experiment import OnePieceUnit, Phase
 
 
 RUN_PIECE = "run"
@@ -30,7 +30,7 @@ RUN_PIECE = "run"
 # ---- units and context -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class DLNUnit:
+class DLNUnit(OnePieceUnit):
     """One ensemble of deep linear networks integrated together: the single run (``what = "run"``),
     one width of the phase diagram (``"width"``) or one depth of the escape times (``"depth"``)."""
 
@@ -38,14 +38,6 @@ class DLNUnit:
     what: str
     value: int
     n_members: int
-
-    @property
-    def pieces(self) -> list[str]:
-        return [self.uid]
-
-    @property
-    def chain(self) -> bool:
-        return False
 
     @property
     def runs_per_piece(self) -> int:

@@ -11,7 +11,6 @@ piece is a complete, shorter-budget experiment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import equinox as eqx
 import jax
@@ -23,7 +22,7 @@ from phaseprobe.data.base import Dataset
 from phaseprobe.errors import PhaseprobeError
 from phaseprobe.escape.spec import EscapeSpec, make_escape_spec
 from phaseprobe.escape.theory import critical_alpha
-from phaseprobe.experiment import ExperimentKind, Phase
+from phaseprobe.experiment import ExperimentKind, Phase, PlainUnit
 from phaseprobe.models.nets import DeepLinear, init_members
 from phaseprobe.train import TrainConfig, Trainer
 
@@ -86,14 +85,6 @@ class EscapeContext:
         return np.asarray(eqx.filter_vmap(lambda m: m.end_to_end()[0, 0])(model))
 
 
-@dataclass(frozen=True)
-class EscapeUnit:
-    uid: str
-    pieces: tuple
-    chain: bool
-    runs_per_piece: int
-
-
 def make_escape_context(spec: EscapeSpec, dataset=None) -> EscapeContext:
     return EscapeContext(spec, dataset=dataset)
 
@@ -102,7 +93,7 @@ def plan_escape(spec: EscapeSpec) -> list[Phase]:
     """One phase, one chained unit: ``prepare`` then one piece per stretch of the time budget."""
     k = len(spec.temperature_grid()) * spec.replicas
     pieces = (PREPARE,) + tuple(time_piece(i) for i in range(spec.n_pieces))
-    return [Phase("escape", [EscapeUnit("escape", pieces, True, k)])]
+    return [Phase("escape", [PlainUnit("escape", pieces, chain=True, runs_per_piece=k)])]
 
 
 def _prepare(ctx: EscapeContext):
@@ -142,7 +133,7 @@ def measure_barrier(ctx: EscapeContext, n_path: int = 2001) -> dict:
             "learned_end_to_end": float(ctx.end_to_end(learned)[0]), "learned_minus_trapped_loss": float(loss[-1] - loss[0])}
 
 
-def run_escape_unit(ctx: EscapeContext, unit: EscapeUnit, done, emit, load_params, on_work=None) -> None:
+def run_escape_unit(ctx: EscapeContext, unit: PlainUnit, done, emit, load_params, on_work=None) -> None:
     """Prepare the trap, then run every stretch of the budget still missing (see the module doc)."""
     spec = ctx.spec
     k = unit.runs_per_piece

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from phaseprobe.errors import SpecError
+from phaseprobe.experiment import OnePieceUnit
 from phaseprobe.grokking.phase import GrokContext, grok_shuffle_key, member_of, phase_label
 from phaseprobe.grokking.spec import GrokSpec
 
@@ -320,7 +321,7 @@ def measure_geometry(ctx: GrokContext, models: list, table: pd.DataFrame, key: i
 
 
 @dataclass(frozen=True)
-class GeometryUnit:
+class GeometryUnit(OnePieceUnit):
     """The geometry stage of a ``grok`` run as one unit (planned once the grid is stored).
 
     ``summary`` is the grid's per-member summary (it names the compared members); ``needs`` the
@@ -330,14 +331,6 @@ class GeometryUnit:
     uid: str
     needs: tuple[str, ...]
     summary: pd.DataFrame = field(compare=False, repr=False)
-
-    @property
-    def pieces(self) -> list[str]:
-        return [self.uid]
-
-    @property
-    def chain(self) -> bool:
-        return False
 
     @property
     def runs_per_piece(self) -> int:
