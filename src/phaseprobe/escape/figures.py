@@ -44,6 +44,8 @@ def arrhenius_figure(times, fit, barrier, path, spec=None, measured=None):
     ok = np.isfinite(y)
     ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], np.where(np.isfinite(hi[ok]), hi[ok] - y[ok], 0)], fmt="o",
                 color="k", label="tau = exposure / escapes (95 % Poisson interval)")
+    if (~ok).any():  # no replica escaped: only a lower bound on tau is known
+        ax.plot(x[~ok], lo[~ok], "^", color="0.4", label="no escape within the budget: tau >= (95 % lower bound)")
     xs = np.linspace(x.min() * 0.95, x.max() * 1.05, 50)
     if np.isfinite(fit["dF"]):
         ax.plot(xs, fit["dF"] * xs + fit["c"], "C0-",

@@ -226,10 +226,28 @@ def show_escape(run, con, wide: bool = False) -> None:
     if any(p != PREPARE for p in done) and not {"escape_times", "arrhenius"} <= set(tables):
         analyse_escape(run.path, figures=False)
         tables = dict(open_run(run.path).tables)
+    if "escape_times" in tables:
+        tables["escape_times"] = _bounded_taus(tables["escape_times"])
     for name, cols in _SHOW_COLUMNS.items():
         if name in tables:
             tab = tables[name] if wide else tables[name][[c for c in cols if c in tables[name].columns]]
             print_frame(con, tab, name, max_cols=len(tab.columns))
+
+
+def _bounded_taus(times):
+    """Escape times as a reader should see them: where no replica escaped only a lower bound is
+    known (``>= tau_lo``), and an upper end with no escapes is unbounded, never ``inf``."""
+    import numpy as np
+
+    t = times.copy()
+    if "escaped" not in t.columns or "tau_steps" not in t.columns:
+        return t
+    none = t["escaped"].to_numpy() == 0
+    t["tau_steps"] = [f">= {lo:.3g}" if n else f"{v:.3g}"
+                      for v, lo, n in zip(t["tau_steps"], t["tau_lo"], none)]
+    if "tau_hi" in t.columns:
+        t["tau_hi"] = ["unbounded" if not np.isfinite(v) else f"{v:.3g}" for v in t["tau_hi"].astype(float)]
+    return t
 
 
 _SHOW_COLUMNS = {
