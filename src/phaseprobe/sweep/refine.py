@@ -283,7 +283,7 @@ def _start(ctx: SweepContext, unit: RefineUnit, b: int, load_params):
     """(stacked start model, optimiser state or None, stopped mask) of branch ``b`` of ``unit``."""
     k = len(unit.seeds)
     if not unit.starts:  # the cold protocol: a fresh initialisation, a fresh optimiser
-        return ctx.members(unit.seeds), None, np.zeros(k, bool)
+        return ctx.initial_members(unit.seeds), None, np.zeros(k, bool)
     models, opts, stopped = [], [], []
     for piece in unit.starts[b]:
         arrays = load_params(piece)

@@ -136,6 +136,14 @@ class SweepContext:
         keys = jnp.stack([init_key(s) for s in seeds])
         return init_members(self.make_one, keys)
 
+    def initial_members(self, seeds: Sequence[int]):
+        """The models a unit starts from: fresh ones, or the spec's ``start_from`` run's stored ones."""
+        if self.spec.start_from is None:
+            return self.members(seeds)
+        from phaseprobe.sweep.start import start_members
+
+        return start_members(self.members, self.spec.start_from, seeds)
+
     def params_to_arrays(self, model) -> dict[str, np.ndarray]:
         return model_to_arrays(model)
 
@@ -284,7 +292,7 @@ def execute_unit(
         if unit.uid in done:
             return
         t0 = time.perf_counter()
-        model = ctx.members(unit.seeds)
+        model = ctx.initial_members(unit.seeds)
         alpha = jnp.asarray(ctx.alphas[list(unit.alpha_idx)], jnp.float32)
         keys = jnp.stack([shuffle_key(s, i) for s, i in zip(unit.seeds, unit.alpha_idx)])
         res = tr.train(model, alpha, key=keys, record_at=_record_at(spec))
@@ -303,7 +311,7 @@ def execute_unit(
         return
     stopped = np.zeros(k, bool)  # members whose chain stopped at a divergence
     if start == 0:
-        model = ctx.members(unit.seeds)
+        model = ctx.initial_members(unit.seeds)
     else:
         if load_params is None:
             raise RuntimeError("resuming a chain needs load_params")

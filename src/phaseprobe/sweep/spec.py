@@ -141,6 +141,8 @@ class DataModelSpec(BaseModel):
         if isinstance(d, dict) and d.get("model_file") is None and d.get("model_file_hash") is None:
             d.pop("model_file", None)
             d.pop("model_file_hash", None)
+        if isinstance(d, dict) and "start_from" in d and d["start_from"] is None:
+            d.pop("start_from")  # a fresh start: spec.json as before
         return d
 
 
@@ -148,7 +150,27 @@ DATA_MODEL_FIELDS = tuple(DataModelSpec.model_fields)
 
 
 class SweepSpec(DataModelSpec, ScheduleSpec):
-    """An alpha sweep. Strengths are given in ``convention`` ("l2": alpha*||w||^2, "wd": beta/2*||w||^2)."""
+    """An alpha sweep. Strengths are given in ``convention`` ("l2": alpha*||w||^2, "wd": beta/2*||w||^2).
+
+    The class defaults are the values older runs were made with (their spec hashes depend on
+    them); ``phaseprobe sweep`` with no flags and :func:`phaseprobe.spec_for` /
+    :func:`phaseprobe.alpha_sweep` start from the command's embedded default
+    (:data:`DEFAULT_SPEC`) instead. Build one with :func:`make_spec` (checked) rather than
+    the bare constructor.
+
+    **Arguments:** (the main fields; every field is a keyword)
+
+    - `dataset`, `classes`, `n_train`, `data_options`: the data (``"npz"`` with
+      ``data_options = {"path": FILE}`` for one's own arrays).
+    - `model`, `depth`, `width`, `activation`, `model_file`: the network (``model_file =
+      "FILE.py:FUNCTION"`` for one's own model).
+    - `alphas`: the strength grid (``"1e-3:0.3:25"`` log, ``"lin:0:0.1:51"``, or a list).
+    - `convention`: ``"l2"``, ``"wd"`` or ``"decoupled"``.
+    - `mode`: ``"cold"``, ``"up"``, ``"down"`` or ``"loop"``.
+    - `seeds`: a count or a list of seeds.
+    - `optimizer`, `lr`, `batch_size`, `epochs`, `patience`: the training per strength.
+    - `refine`, `refine_to`: bisect the transitions found on the grid.
+    """
 
     name: str = "sweep"
     # penalty and grid
@@ -177,6 +199,9 @@ class SweepSpec(DataModelSpec, ScheduleSpec):
     # adaptive refinement of the transitions found on the grid (:mod:`phaseprobe.sweep.refine`)
     refine: bool = False
     refine_to: Union[float, str] = "2%"
+    # start every member from a stored model of another sweep run instead of a fresh init
+    # (:mod:`phaseprobe.sweep.start`): {run = "DIR", branch = "up", alpha_index = k}
+    start_from: Optional[dict[str, Any]] = None
     # execution
     chunk_size: int = 64
 
@@ -222,6 +247,16 @@ class SweepSpec(DataModelSpec, ScheduleSpec):
             raise ValueError(f"must be a positive number, got {v}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _start_from_hash(cls, data):
+        """``start_from`` gets its source run's spec hash recorded (a changed source is refused)."""
+        if isinstance(data, dict) and isinstance(data.get("start_from"), dict):
+            from phaseprobe.sweep.start import with_source_hash
+
+            data = {**data, "start_from": with_source_hash(data["start_from"])}
+        return data
+
     # ---- derived --------------------------------------------------------------------------
     def seed_list(self) -> list[int]:
         """The seeds: distinct non-negative Python ints (a count ``n`` means ``0 .. n-1``)."""
@@ -240,6 +275,8 @@ class SweepSpec(DataModelSpec, ScheduleSpec):
         if not d.get("refine"):  # without refinement its settings change no number (older hashes stay)
             d.pop("refine", None)
             d.pop("refine_to", None)
+        if d.get("start_from") is None:  # a fresh start (every older spec) hashes as before
+            d.pop("start_from", None)
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -274,6 +311,10 @@ class SweepSpec(DataModelSpec, ScheduleSpec):
             raise SpecError(f"patience: must be >= 1 epoch, got {self.patience}")
         if self.batch_size is not None and self.batch_size <= 0:
             raise SpecError(f"batch_size: must be a positive integer (omit it for full batch), got {self.batch_size}")
+        if self.start_from is not None:
+            from phaseprobe.sweep.start import check_start_from
+
+            check_start_from(self.start_from, self.seed_list())
         self.refine_target()
         return self
 
