@@ -6,7 +6,12 @@ compute*; the CLI prints ``error: <message>`` and exits with status 2.
 
 
 class PhaseprobeError(ValueError):
-    """Bad input. ``str(err)`` is one line: ``field: what is wrong; the fix``."""
+    """Bad input. ``str(err)`` is one line: ``field: what is wrong; the fix``.
+
+    **Arguments:**
+
+    - `message`: that line (``ValueError``'s argument).
+    """
 
 
 class SpecError(PhaseprobeError):

@@ -22,6 +22,10 @@ from phaseprobe.errors import PhaseprobeError
 class Run:
     """One run folder (see :func:`open_run`).
 
+    **Arguments:**
+
+    - `path`: the run folder.
+
     **Attributes:**
 
     - `path`: the folder.

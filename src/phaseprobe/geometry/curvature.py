@@ -104,12 +104,27 @@ def scalar_curvature(
     max_params: int | None = None,
     probe_batch: int | None = None,
 ) -> Curvature:
-    """Scalar curvature ``R`` of the graph of ``loss_fn`` at ``params``.
+    """Scalar (Ricci) curvature ``R`` of the graph ``{(w, f(w))}`` of ``loss_fn`` at ``params``.
 
-    ``exact=None`` uses the dense Hessian when the model has at most ``max_params`` parameters
-    (default 5000) and the stochastic estimate (``n_probes`` Rademacher probes, standard error)
-    otherwise. Pass ``E`` (:func:`~phaseprobe.geometry.losses.make_error_fn`) for ``R_E`` or
-    ``L_alpha`` (:func:`~phaseprobe.geometry.losses.make_loss_fn`) for ``R_L``.
+    ``R = ((tr H)^2 - tr(H^2)) / W2 - 2 (tr H g^T H g - g^T H^2 g) / W2^2`` with ``g`` the
+    gradient, ``H`` the Hessian and ``W2 = 1 + |g|^2``. Pass ``E``
+    (:func:`~phaseprobe.geometry.losses.make_error_fn`) for ``R_E`` or ``L_alpha``
+    (:func:`~phaseprobe.geometry.losses.make_loss_fn`) for ``R_L``; ``R`` carries the scale of
+    the loss (``E`` is a mean over samples).
+
+    **Arguments:**
+
+    - `loss_fn`: a scalar function of the parameter pytree.
+    - `params`: the point, a pytree of float arrays (``n`` numbers in all).
+    - `exact`: dense Hessian (``True``), Hutchinson estimate (``False``), or ``None``: dense
+      when ``n <= max_params``.
+    - `n_probes`: Rademacher probes of the stochastic estimate.
+    - `key`: a ``jax.random`` key or an int seed.
+    - `max_params`: the largest ``n`` for the dense Hessian (default 5000).
+    - `probe_batch`: probes evaluated at once (default: memory-bounded).
+
+    **Returns:** a :class:`Curvature` (``R``, ``stderr`` (0 when exact), ``tr_H``, ``tr_H2``,
+    ``gHg``, ``gH2g``, ``grad_norm``, ``method``).
     """
     n = num_params(params)
     _, g = value_and_flat_grad(loss_fn, params)

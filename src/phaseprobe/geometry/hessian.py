@@ -31,7 +31,16 @@ from phaseprobe.geometry.losses import PenalisedLoss
 
 
 def hvp(loss_fn: Callable, params, v):
-    """Hessian of ``loss_fn`` at ``params`` times ``v`` (a pytree shaped like ``params``)."""
+    """Hessian of ``loss_fn`` at ``params`` times ``v``, by forward-over-reverse autodiff.
+
+    **Arguments:**
+
+    - `loss_fn`: a scalar function of the parameter pytree, ``loss_fn(params) -> ()``.
+    - `params`: the point, a pytree of float arrays (``n`` numbers in all).
+    - `v`: the direction, a pytree shaped like ``params``.
+
+    **Returns:** ``H v``, a pytree shaped like ``params``.
+    """
     return jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]
 
 
@@ -77,11 +86,20 @@ def _dense_hessian(loss_fn, params, batch_size: int):
 
 
 def exact_hessian(loss_fn: Callable, params, *, max_params: int | None = None, batch_size: int | None = None) -> np.ndarray:
-    """Dense Hessian ``(n, n)`` in ``ravel_pytree`` order, symmetrised, as a numpy array.
+    """Dense Hessian of ``loss_fn`` at ``params``, symmetrised, in ``ravel_pytree`` order.
 
     Raises :class:`~phaseprobe.geometry.base.HessianTooLargeError` before any compute when the
-    model has more than ``max_params`` parameters (default 5000). ``batch_size`` columns are
-    computed at once (default: one on CPU, memory-bounded batches on accelerators).
+    model has more than ``max_params`` parameters.
+
+    **Arguments:**
+
+    - `loss_fn`: a scalar function of the parameter pytree.
+    - `params`: the point, a pytree of float arrays (``n`` numbers in all).
+    - `max_params`: the largest ``n`` allowed (default 5000).
+    - `batch_size`: Hessian columns computed at once (default: one on CPU, memory-bounded
+      batches on accelerators).
+
+    **Returns:** a numpy array of shape ``(n, n)``.
     """
     n = num_params(params)
     check_exact_size(n, max_params)

@@ -4,7 +4,9 @@ Lanczos runs on a Hessian-vector-product operator with **full reorthogonalisatio
 classical Gram-Schmidt passes against every previous Lanczos vector, so the basis stays
 orthonormal to working precision and no ghost eigenvalues appear). When the Krylov space
 becomes invariant (``beta = 0``: an exactly low-rank Hessian, a start on an eigenvector) the
-run continues from a fresh random vector orthogonal to the basis. The whole run is one compiled
+run continues from a fresh random vector orthogonal to the basis; that vector is drawn and
+orthogonalised only on such a breakdown (``lax.cond``), so a step costs one Hessian-vector
+product and one reorthogonalisation. The whole run is one compiled
 ``fori_loop``; the tridiagonal eigenproblem is solved in float64
 (``scipy.linalg.eigh_tridiagonal``).
 
@@ -62,10 +64,14 @@ def _lanczos_iterations(matvec: Callable, v0, key, m: int):
         b = jnp.linalg.norm(w)
         scale = jnp.maximum(scale, jnp.abs(a) + b)
         broke = b <= 64.0 * eps * scale
-        r = jax.random.normal(jax.random.fold_in(key, j), (n,), dtype)
-        r = _orthogonalise(V, r)
-        r = r / jnp.maximum(jnp.linalg.norm(r), jnp.finfo(dtype).tiny)
-        vnext = jnp.where(broke, r, w / jnp.where(broke, 1.0, b))
+
+        def restart(_):
+            # only on breakdown: a fresh random direction orthogonal to the basis
+            r = jax.random.normal(jax.random.fold_in(key, j), (n,), dtype)
+            r = _orthogonalise(V, r)
+            return r / jnp.maximum(jnp.linalg.norm(r), jnp.finfo(dtype).tiny)
+
+        vnext = jax.lax.cond(broke, restart, lambda _: w / jnp.where(broke, 1.0, b), None)
         V = V.at[j + 1].set(vnext)
         alphas = alphas.at[j].set(a)
         betas = betas.at[j].set(jnp.where(broke, 0.0, b))
@@ -161,11 +167,23 @@ def _check_k_iter(k: int, num_iter: int | None, n: int) -> int:
 def lanczos(loss_fn: Callable, params, k: int = 1, *, num_iter: int | None = None, v0=None, key=None, shift=None) -> LanczosResult:
     """``k`` largest and ``k`` smallest (algebraic) eigenpairs of the Hessian of ``loss_fn``.
 
-    ``v0`` warm-starts the run (a pytree shaped like ``params`` or a flat vector, e.g. the
-    previous point's top eigenvector along an alpha path); default a Gaussian vector from
-    ``key``. ``shift`` (flat vector) adds ``diag(shift)`` to the Hessian, e.g. the penalty
-    diagonal ``2 alpha m``. ``num_iter`` Lanczos steps (default :func:`default_num_iter`); check
-    ``*_residuals`` for convergence.
+    Only Hessian-vector products are used, so it scales to large models; check the
+    ``*_residuals`` of the result for convergence.
+
+    **Arguments:**
+
+    - `loss_fn`: a scalar function of the parameter pytree.
+    - `params`: the point, a pytree of float arrays (``n`` numbers in all).
+    - `k`: eigenpairs at each end of the spectrum.
+    - `num_iter`: Lanczos steps (default :func:`default_num_iter`).
+    - `v0`: a start vector (a pytree shaped like ``params`` or a flat ``(n,)`` vector, e.g. the
+      previous point's top eigenvector along an alpha path); default a Gaussian vector from ``key``.
+    - `key`: a ``jax.random`` key or an int seed.
+    - `shift`: a flat ``(n,)`` vector added to the Hessian's diagonal, e.g. the penalty
+      diagonal ``2 alpha m``.
+
+    **Returns:** a :class:`LanczosResult`: ``largest (k,)`` descending, ``smallest (k,)``
+    ascending, their flat eigenvectors ``(k, n)`` and residuals ``(k,)``.
     """
     flat, unravel = ravel_pytree(params)
     n = int(flat.shape[0])

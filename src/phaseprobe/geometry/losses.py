@@ -122,12 +122,23 @@ def _chunk(arr, chunk: int, n_chunks: int):
 
 
 def make_error_fn(model, data, loss: str = "ce", *, chunk_size: int = 4096) -> ErrorFn:
-    """The data error ``E`` of ``model``'s architecture on ``data``'s training set.
+    """The data error ``E(params)`` of ``model``'s architecture on ``data``'s training set.
 
-    ``model`` is one Equinox model (its parameters are only used for the architecture; call
-    the result with any parameter pytree of that shape). ``data`` is a Dataset or ``(x, y)``;
-    integer ``y`` are class labels. ``loss`` is ``"ce"`` or ``"mse"`` (MSE on class labels uses
-    one-hot targets). ``chunk_size`` bounds memory: the set is summed chunk by chunk.
+    ``E`` is the mean per-example error (phaseprobe's convention), summed chunk by chunk so
+    memory stays bounded.
+
+    **Arguments:**
+
+    - `model`: one Equinox model, called on ONE example; its parameters only fix the
+      architecture (call the result with any parameter pytree of that shape, e.g.
+      ``eqx.filter(model, eqx.is_inexact_array)``).
+    - `data`: a phaseprobe Dataset (its training split) or a pair ``(x (n, ...), y)``: integer
+      ``y (n,)`` are class labels, float ``y (n, k)`` regression targets.
+    - `loss`: ``"ce"`` (cross-entropy, natural log) or ``"mse"`` (``1/2 |f(x) - y|^2``; one-hot
+      targets for class labels).
+    - `chunk_size`: examples per chunk.
+
+    **Returns:** an :class:`ErrorFn`, a callable ``E(params) -> ()`` (a jittable Equinox module).
     """
     if loss not in LOSS_KINDS:
         raise GeometryError(f"loss: unknown '{loss}'; use one of {', '.join(LOSS_KINDS)}")
@@ -191,10 +202,18 @@ def make_loss_fn(
     penalty_on: str = "all",
     chunk_size: int = 4096,
 ) -> PenalisedLoss:
-    """``L_alpha`` for ``model`` on ``data``: ``E + alpha * ||w - ref||^2`` over the masked leaves.
+    """``L_alpha(params) = E + alpha * ||w - ref||^2`` for ``model`` on ``data`` (the "l2" convention).
 
-    ``mask`` (from :func:`phaseprobe.models.penalty_mask`) wins over ``penalty_on``
-    (``"all"`` or ``"weights"``). ``ref=None`` centres the penalty at 0.
+    **Arguments:**
+
+    - `model`, `data`, `loss`, `chunk_size`: as in :func:`make_error_fn`.
+    - `alpha`: the canonical L2 strength (``beta = 2 alpha`` in the weight-decay convention).
+    - `ref`: the penalty's centre, a parameter pytree (default 0; a probe anchors it at a model).
+    - `mask`: which leaves are penalised (from :func:`phaseprobe.models.penalty_mask`); it wins
+      over ``penalty_on``.
+    - `penalty_on`: ``"all"`` (biases included) or ``"weights"``.
+
+    **Returns:** a :class:`PenalisedLoss`, a callable ``L(params) -> ()`` whose ``.error`` is ``E``.
     """
     from phaseprobe.models import penalty_mask
 

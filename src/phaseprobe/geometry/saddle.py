@@ -230,9 +230,24 @@ def saddle_index(
     Exact (dense ``eigh``) for models up to ``max_params`` (:func:`count_negative`); otherwise
     the ``k`` smallest algebraic Ritz values of a Lanczos run, counted by
     :func:`count_negative_ritz`: only converged Ritz values count, and the index is exact only
-    when a converged, non-negative Ritz value closes the count; else a lower bound (raise ``k``
-    or ``num_iter``). ``tol`` defaults to :func:`default_tol` (``rel_tol`` of the spectrum's
-    scale). The ``n_vectors`` bottom eigenvectors are kept (for the escape test).
+    when a converged, non-negative Ritz value closes the count; else a lower bound.
+
+    **Arguments:**
+
+    - `loss_fn`: a scalar function of the parameter pytree (``L_alpha`` for the index of a
+      regularised minimum or saddle).
+    - `params`: the point, a pytree of float arrays (``n`` numbers in all).
+    - `tol`: the threshold (default :func:`default_tol`: ``rel_tol`` of the spectrum's scale).
+    - `exact`: dense (``True``), Lanczos (``False``) or by size (``None``).
+    - `k`: Ritz values at the bottom of the spectrum (Lanczos; raise it when the count is a bound).
+    - `num_iter`: Lanczos steps (default from ``n`` and ``k``).
+    - `key`: a ``jax.random`` key or an int seed.
+    - `max_params`: the largest ``n`` for the dense Hessian (default 5000).
+    - `n_vectors`: bottom eigenvectors kept (for the escape test).
+    - `rel_tol`: the relative threshold behind the default ``tol``.
+
+    **Returns:** a :class:`SaddleIndex` (``index``, ``lower_bound``, ``min_eig``, ``max_eig``,
+    ``tol``, ``method``, ``eigenvalues``, the bottom ``vectors (n_vectors, n)``).
     """
     n = num_params(params)
     dtype = ravel_pytree(params)[0].dtype

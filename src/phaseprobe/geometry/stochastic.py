@@ -155,7 +155,19 @@ def probe_samples(loss_fn: Callable, params, n_probes: int = 64, *, key=None, sh
 
 
 def hutchinson(loss_fn: Callable, params, n_probes: int = 64, *, key=None, probe_batch: int | None = None) -> TraceEstimate:
-    """Hutchinson estimates of ``tr H``, ``tr H^2 = E|Hv|^2`` and unbiased ``(tr H)^2``, with standard errors."""
+    """Hutchinson estimates of ``tr H``, ``tr H^2 = E|Hv|^2`` and unbiased ``(tr H)^2``, with standard errors.
+
+    **Arguments:**
+
+    - `loss_fn`: a scalar function of the parameter pytree.
+    - `params`: the point, a pytree of float arrays.
+    - `n_probes`: Rademacher probe vectors.
+    - `key`: a ``jax.random`` key or an int seed.
+    - `probe_batch`: probes evaluated at once (default: memory-bounded).
+
+    **Returns:** a :class:`TraceEstimate` (``tr_H``, ``tr_H_se``, ``tr_H2``, ``tr_H2_se``,
+    ``tr_H_sq`` and the per-probe samples, each ``(n_probes,)``).
+    """
     a, b = probe_samples(loss_fn, params, n_probes, key=key, probe_batch=probe_batch)
     return trace_estimates(a, b)
 
@@ -223,11 +235,23 @@ def slq_density(
     key=None,
     probe_batch: int | None = None,
 ) -> SpectralDensity:
-    """Gaussian-broadened SLQ estimate of the Hessian's eigenvalue density.
+    """Gaussian-broadened stochastic Lanczos quadrature (SLQ) estimate of the Hessian's eigenvalue density.
 
-    ``sigma`` defaults to 1% of the span of the nodes; the default grid runs from the smallest
-    node minus 6 sigma to the largest plus 6 sigma (``n_grid`` points), so the density
-    integrates to 1 up to the grid's quadrature error.
+    **Arguments:**
+
+    - `loss_fn`: a scalar function of the parameter pytree.
+    - `params`: the point, a pytree of float arrays (``n`` numbers in all).
+    - `n_probes`: Rademacher start vectors (one Lanczos run each).
+    - `num_iter`: Lanczos steps per probe (at most ``n``).
+    - `n_grid`: points of the default grid.
+    - `sigma`: the Gaussian broadening (default 1 % of the span of the nodes).
+    - `grid`: eigenvalue points to evaluate the density at (default: from the smallest node
+      minus 6 sigma to the largest plus 6 sigma), so it integrates to 1 up to quadrature error.
+    - `key`: a ``jax.random`` key or an int seed.
+    - `probe_batch`: probes run at once (default: memory-bounded).
+
+    **Returns:** a :class:`SpectralDensity` with ``grid (n_grid,)``, ``density (n_grid,)``,
+    ``nodes`` and ``weights`` ``(n_probes, num_iter)``.
     """
     if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
         raise GeometryError(f"n_probes: needs a positive integer, got {n_probes!r}")

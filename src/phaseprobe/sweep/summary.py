@@ -66,7 +66,18 @@ def convergence_line(c: dict) -> str:
 
 
 def summarize(run_dir: str | Path, figures: bool = True, n_boot: int = 200) -> dict:
-    """Analyse a sweep run folder; write transitions.csv, plateaus.csv, figures and the report."""
+    """Analyse a sweep run folder; write transitions.csv, plateaus.csv, figures and the report.
+
+    **Arguments:**
+
+    - `run_dir`: a sweep run folder (finished or not: what is stored is analysed).
+    - `figures`: write ``sweep.png``, ``classes.png`` and the report section.
+    - `n_boot`: bootstrap resamples over seeds for the transitions' intervals.
+
+    **Returns:** a dict with ``records`` (every record), ``transitions`` and ``plateaus``
+    (frames, strengths also in the run's convention), ``figures``, ``counts`` (convergence
+    counts) and ``notes``.
+    """
     from phaseprobe.plots.report import add_section
     from phaseprobe.plots.sweep_plots import plot_class_heatmap, plot_sweep
 
