@@ -7,7 +7,8 @@ alpha, reference, penalty mask) in phaseprobe's convention (``E`` a mean over th
 accumulated in chunks so memory stays bounded).
 
 Small models (up to ``max_params``, default 5000) get the exact dense Hessian; larger ones the
-stochastic path (Lanczos at both ends, Hutchinson traces with standard errors).
+stochastic path (Lanczos at both ends, Hutchinson, Hutch++ and XTrace traces with standard
+errors).
 """
 
 from phaseprobe.geometry.along_path import analyze_minima, curvature_change_points, match_transitions
@@ -46,6 +47,14 @@ from phaseprobe.geometry.stochastic import (
     slq_density,
     trace_estimates,
     u_square,
+)
+from phaseprobe.geometry.trace import (
+    SketchedTrace,
+    hutch_plus_plus,
+    hutch_plus_plus_operator,
+    trace_matvecs_for,
+    xtrace,
+    xtrace_operator,
 )
 from phaseprobe.geometry.losses import ErrorFn, PenalisedLoss, make_error_fn, make_loss_fn, penalised
 from phaseprobe.geometry.saddle import (
@@ -86,6 +95,7 @@ __all__ = [
     "PenalisedLoss",
     "PointClass",
     "SaddleIndex",
+    "SketchedTrace",
     "SpectralDensity",
     "TraceEstimate",
     "analyze_minima",
@@ -100,6 +110,8 @@ __all__ = [
     "flat_hvp",
     "grad_and_hvp",
     "hessian_terms",
+    "hutch_plus_plus",
+    "hutch_plus_plus_operator",
     "hutchinson",
     "hvp",
     "hvp_flat",
@@ -121,6 +133,9 @@ __all__ = [
     "scalar_curvature",
     "slq_density",
     "trace_estimates",
+    "trace_matvecs_for",
     "tridiagonal_eigh",
     "u_square",
+    "xtrace",
+    "xtrace_operator",
 ]
