@@ -187,9 +187,12 @@ def gallery_entries(readme: str) -> list[dict]:
             bullet = None
     out = []
     for e in entries:
-        head = e["text"].split(":")[0] if not e["text"].startswith("`docs/") else re.split(r"\):|`:\s", e["text"])[0]
+        if not e["text"].startswith("`docs/"):
+            continue
+        m = re.match(r"^(.*?[`)]):\s", e["text"])
+        head = m.group(1) if m else e["text"]
         figs = re.findall(r"`(?:docs/)?([\w\-]+\.png)`", head)
-        if not figs or "docs/" not in e["text"][:12]:
+        if not figs:
             continue
         cmd = re.search(r"`(phaseprobe [^`]+)`", e["text"])
         spec = re.search(r"`(examples/[\w\-]+\.toml)`", e["text"])
@@ -198,9 +201,8 @@ def gallery_entries(readme: str) -> list[dict]:
         elif spec and _spec_kind(spec.group(1)):
             e["command"] = f"phaseprobe {_spec_kind(spec.group(1))} --spec {spec.group(1)}"
         else:
-            sec = re.search(r"`(phaseprobe [^`]+)`", e["section"])
             e["command"] = None
-            e["section_command"] = sec.group(1) if sec else None
+            e["section_command"] = ", ".join(f"`{c}`" for c in re.findall(r"`(phaseprobe [^`]+)`", e["section"])) or None
             made_by = re.search(r"\((tests/[\w\-/]+\.py)\)", e["text"])
             e["made_by"] = made_by.group(1) if made_by else None
         e["figures"] = figs
@@ -224,7 +226,7 @@ def gallery_page() -> str:
         elif e.get("made_by"):
             parts.append(f"Made by `{e['made_by']}` (no command; the README names the test).\n")
         elif e.get("section_command"):
-            parts.append(f"The README names no command for this figure; its section is `{e['section_command']}`.\n")
+            parts.append(f"The README names no command for this figure; its section is about {e['section_command']}.\n")
         for f in figs:
             parts.append(f"![{f}]({f})\n")
         parts.append(e["text"] + "\n")
