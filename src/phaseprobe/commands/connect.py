@@ -28,6 +28,24 @@ DEFAULT_CONNECT: dict = {
 }
 
 
+def confirmed_verdict(transitions) -> str | None:
+    """The one line a connect run prints (and adds to its report) when its probe confirmed no
+    transition; None when at least one jump was confirmed by bisection.
+
+    **Arguments:**
+
+    - `transitions`: the run's transitions frame (``transitions.csv``; column ``confirmed``).
+
+    **Returns:** the line, or None.
+    """
+    if len(transitions) and "confirmed" in transitions and transitions["confirmed"].fillna(False).astype(bool).any():
+        return None
+    n = len(transitions)
+    why = (f"{n} candidate jump{'s' if n != 1 else ''} on the probe grid, none kept its gap under bisection and retraining"
+           if n else "the probe grid showed no jump")
+    return f"no confirmed transition found: {why} (transitions.csv lists every candidate)"
+
+
 def build_spec(kind: str, default: dict, spec_file, sets, flags: dict, model_file=None, data_file=None):
     """``(spec dict, checked spec)`` of a connect/basins command: the default or the spec file,
     then the flags, then ``--set``."""
@@ -146,5 +164,12 @@ def register(app: typer.Typer) -> None:
         print_table(res["transitions"], "probe transitions (bisected; saddle of E refined)",
                     ["label", "strength_lo", "strength_hi", "confirmed", "dE", "dL", "dr", "basin_lo", "basin_hi",
                      "saddle_error", "saddle_index", "saddle_grad_norm"])
+        verdict = confirmed_verdict(res["transitions"])
+        if verdict is not None:
+            console.print(verdict)
         if not no_figures:
+            if verdict is not None:
+                from phaseprobe.plots.report import add_section
+
+                add_section(out, "connect_verdict", "Probe transitions: verdict", verdict, order=61)
             console.print(f"figures: {out}/paths.png, {out}/probe.png; report: {out}/report.html")
