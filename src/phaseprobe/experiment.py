@@ -45,6 +45,7 @@ KINDS: dict[str, str] = {
     "connect": "phaseprobe.paths.kind:CONNECT",
     "basins": "phaseprobe.paths.kind:BASINS",
     "escape": "phaseprobe.escape.kind:ESCAPE",
+    "escape-mlp": "phaseprobe.escape.mlp:ESCAPE_MLP",
 }
 """Every experiment kind by name, imported only when used (so no engine imports a kind)."""
 

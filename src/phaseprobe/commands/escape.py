@@ -27,12 +27,19 @@ def register(app: typer.Typer) -> None:
         ratios: Optional[str] = typer.Option(None, "--barrier-ratios", help="temperatures as closed-form barrier / ratio, e.g. '3,4,5,6,7'"),
         steps: Optional[int] = typer.Option(None, help="time budget in Langevin steps (replicas still trapped are censored)"),
         lr: Optional[float] = typer.Option(None, help="Langevin step size"),
+        system: str = typer.Option("dln", help="dln (deep linear network, closed-form barrier) or mlp (an MLP on "
+                                   "digits / fashion-mnist, barrier measured at the refined saddle)"),
+        noise: Optional[str] = typer.Option(None, help="mlp: langevin (temperatures) or sgd (learning rates x batch, no Langevin term)"),
+        dataset: Optional[str] = typer.Option(None, help="mlp: digits (default) or fashion-mnist"),
+        lrs: Optional[str] = typer.Option(None, help="mlp, --noise sgd: learning rates, e.g. '0.4,0.2,0.1'"),
+        batch: Optional[int] = typer.Option(None, help="mlp, --noise sgd: minibatch size"),
         out: Path = typer.Option(Path("runs/escape"), help="run folder (rerun the same command to resume)"),
         engine: str = typer.Option("local", help="local (in-process) or ray"),
         address: Optional[str] = typer.Option(None, help="Ray address: auto, HOST:PORT, or local (a private Ray instance)"),
         no_figures: bool = typer.Option(False, "--no-figures", help="skip figures"),
     ):
-        """Noise-driven escape of a deep linear network from its metastable rank-0 phase.
+        """Noise-driven escape from a metastable phase: a deep linear network (default) or, with
+        --system mlp, an MLP on digits / Fashion-MNIST (Langevin or SGD noise).
 
         The trap is prepared noise-free above the upper spinodal, then held at ALPHA (below the
         equal-loss point, so rank 0 is metastable) under Langevin noise at every temperature,
@@ -40,7 +47,9 @@ def register(app: typer.Typer) -> None:
         recorded (censored at the budget), and ln tau = dF/T + c is fitted by censored maximum
         likelihood and compared with the closed-form barrier. With no flags: depth 3, width 1,
         s = 1, alpha = 0.15, six temperatures (T = dV/3 .. dV/8) x 96 replicas, 300k steps
-        (a few minutes on two cores).
+        (a few minutes on two cores). --system mlp: the MLP's trivial phase, prepared on the
+        down branch (above the spinodal) and held at ALPHA below the equal-loss point; escape is a
+        training-accuracy crossing; see `phaseprobe.escape.mlp`.
         """
         from phaseprobe.commands.sweep import reporter
         from phaseprobe.engine import get_engine
@@ -50,6 +59,18 @@ def register(app: typer.Typer) -> None:
         from phaseprobe.experiment import get_kind, run_experiment
         from phaseprobe.specs import apply_overrides
 
+        if system not in ("dln", "mlp"):
+            raise SpecError(f"system: unknown '{system}'; use dln or mlp")
+        if system == "mlp":
+            from phaseprobe.commands.escape_mlp import run_mlp_escape_command
+
+            run_mlp_escape_command(cli, sets=sets, grid=grid, alpha=alpha, depth=depth, width=width, replicas=replicas,
+                                   temperatures=temperatures, ratios=ratios, steps=steps, lr=lr, noise=noise,
+                                   dataset=dataset, lrs=lrs, batch=batch, out=out, engine=engine, address=address,
+                                   no_figures=no_figures)
+            return
+        if any(v is not None for v in (noise, dataset, lrs, batch)):
+            raise SpecError("noise: --noise, --dataset, --lrs and --batch belong to --system mlp; add --system mlp")
         extra = list(cli.args)
         if extra and not grid:
             raise SpecError(f"escape: unexpected argument(s) '{' '.join(extra)}'; grid fields go after --grid, e.g. --grid alpha=0.12,0.15")
