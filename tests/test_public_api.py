@@ -167,3 +167,32 @@ def test_geometry_from_the_top_level_on_a_users_equinox_model():
     np.testing.assert_allclose(flat, H @ np.ones(H.shape[0]), rtol=1e-3, atol=1e-5)
     dens = phaseprobe.slq_density(E, params, n_probes=2, num_iter=8, key=0)
     assert abs(dens.integral() - 1.0) < 0.05
+
+
+def test_alpha_sweep_runs_a_users_model_file_on_npz_arrays(tmp_path, capfd):
+    """The Python entry point end to end on a tiny cold sweep: the run folder, its analysis, its
+    stored model, silence with ``progress=False`` (the log still written), and the same spec hash
+    as the CLI builds from the same flags."""
+    from phaseprobe.commands.sweep import own_model_and_data
+    from phaseprobe.sweep.spec import DEFAULT_SPEC, make_spec
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    data = tmp_path / "arrays.npz"
+    np.savez(data, x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    model_file = tmp_path / "net.py"
+    model_file.write_text("import equinox as eqx\nimport jax\n\n\ndef make(key, in_dim, out_dim):\n"
+                          "    return eqx.nn.MLP(in_dim, out_dim, width_size=4, depth=1, activation=jax.nn.tanh, key=key)\n")
+    fields = dict(alphas="1e-3,1e-1", seeds=1, epochs=5, mode="cold")
+    run = phaseprobe.alpha_sweep(tmp_path / "run", model_file=f"{model_file}:make", data=data, progress=False,
+                                 figures=False, **fields)
+    captured = capfd.readouterr()
+    assert "[trainings]" not in captured.err and "[trainings]" not in captured.out
+    assert "[trainings] 2/2" in (tmp_path / "run" / "progress.log").read_text()
+    assert run.kind == "sweep" and int(run.records["final"].sum()) == 2
+    assert "transitions" in run.tables and "plateaus" in run.tables
+    model = run.model(branch="cold", alpha_index=1, seed=0)
+    assert np.asarray(model(x[0])).shape == (2,)
+    cli = make_spec(own_model_and_data({**DEFAULT_SPEC, **fields}, f"{model_file}:make", str(data)))
+    assert run.meta["spec_hash"] == cli.hash()
