@@ -1,6 +1,7 @@
 """Hutch++ and XTrace against dense traces: unbiased over seeds, honest standard errors, and far
 less variance than Hutchinson at equal matrix-vector products where a few eigenvalues dominate."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,8 +37,17 @@ def _low_rank_plus_noise():
     return _matrix(eigs, seed=3)
 
 
+class _Dense(eqx.Module):
+    """``v -> A v`` with ``A`` a traced array: every matrix shares one compilation."""
+
+    A: jax.Array
+
+    def __call__(self, v):
+        return self.A @ v
+
+
 def _over_seeds(estimator, A, m):
-    mv = lambda v: A @ v  # noqa: E731  (one function object: one compilation)
+    mv = _Dense(A)
     out = [estimator(mv, N, m, key=s) for s in range(SEEDS)]
     return np.array([r.estimate for r in out]), np.array([r.se for r in out])
 
@@ -52,8 +62,6 @@ def test_unbiased_over_seeds_with_honest_standard_errors(estimator, make):
     assert abs(est.mean() - truth) < 3 * spread / np.sqrt(SEEDS) + 1e-4 * abs(truth)
     # the standard error each run reports matches the spread across runs (within a factor 2)
     assert 0.5 < np.sqrt(np.mean(se**2)) / spread < 2.0
-    # and a real reduction: 24 products give better than plain Hutchinson's noise
-    assert spread > 0
 
 
 def test_hutchpp_variance_far_below_hutchinson_at_equal_matvecs():
@@ -88,7 +96,7 @@ def test_loss_based_estimators_match_the_exact_hessian_trace():
 
 def test_bad_budgets_are_refused_before_any_compute():
     A, _ = _decaying_psd()
-    mv = lambda v: A @ v  # noqa: E731
+    mv = _Dense(A)
     with pytest.raises(GeometryError, match="num_matvecs"):
         hutch_plus_plus_operator(mv, N, 2)
     with pytest.raises(GeometryError, match="num_matvecs"):

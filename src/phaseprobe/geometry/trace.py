@@ -195,7 +195,14 @@ def xtrace(loss_fn: Callable, params, num_matvecs: int = 300, *, key=None, shift
            probe_batch: int | None = None) -> SketchedTrace:
     """XTrace estimate of ``tr H`` with the method's error estimate (``num_matvecs // 2`` probes).
 
-    **Arguments:** as :func:`hutch_plus_plus` (an odd ``num_matvecs`` uses one product less).
+    **Arguments:**
+
+    - ``loss_fn``, ``params``: the scalar loss and the parameter pytree.
+    - ``num_matvecs``: Hessian-vector products in all (half probes ``A W``, half ``A Q``); an
+      odd number uses one product less; fewer than the number of parameters.
+    - ``key``: PRNG key or int seed (default seed 0).
+    - ``shift``: flat vector; estimates ``tr(H + diag(shift))``.
+    - ``probe_batch``: products vectorised at once (default one on CPU).
 
     **Returns:** a :class:`SketchedTrace` (``method="xtrace"``).
     """
@@ -211,8 +218,15 @@ def hutch_plus_plus_operator(matvec: Callable, n: int, num_matvecs: int = 300, *
                              probe_batch: int | None = None) -> SketchedTrace:
     """:func:`hutch_plus_plus` for any symmetric operator ``matvec`` on flat vectors of length ``n``.
 
-    ``matvec`` must be traceable (it runs inside one compiled program); pass the same function
-    object to reuse the compilation.
+    **Arguments:**
+
+    - ``matvec``: ``v -> A v`` on ``(n,)`` vectors, traceable (it runs inside one compiled
+      program); pass the same function object, or an Equinox module holding ``A`` as an array,
+      to reuse the compilation.
+    - ``n``: the operator's size; ``num_matvecs``, ``key``, ``probe_batch``: as
+      :func:`hutch_plus_plus`; ``dtype``: of the probes.
+
+    **Returns:** a :class:`SketchedTrace` (``method="hutch++"``).
     """
     m = _check_budget(num_matvecs, int(n), "hutch++")
     k, p = _hutchpp_split(m)
@@ -223,7 +237,12 @@ def hutch_plus_plus_operator(matvec: Callable, n: int, num_matvecs: int = 300, *
 
 def xtrace_operator(matvec: Callable, n: int, num_matvecs: int = 300, *, key=None, dtype=jnp.float32,
                     probe_batch: int | None = None) -> SketchedTrace:
-    """:func:`xtrace` for any symmetric operator ``matvec`` on flat vectors of length ``n``."""
+    """:func:`xtrace` for any symmetric operator ``matvec`` on flat vectors of length ``n``.
+
+    **Arguments:** as :func:`hutch_plus_plus_operator`.
+
+    **Returns:** a :class:`SketchedTrace` (``method="xtrace"``).
+    """
     m = _check_budget(num_matvecs, int(n), "xtrace")
     s = m // 2
     batch = probe_batch_size(int(n)) if probe_batch is None else int(probe_batch)
@@ -236,6 +255,13 @@ def trace_matvecs_for(rel_se: float, pilot: SketchedTrace) -> int:
 
     Hutchinson-like spread falls as ``1/sqrt(probes)``; the sketch can only help more, so this
     is an upper estimate for Hutch++ and XTrace.
+
+    **Arguments:**
+
+    - ``rel_se``: the target ``se / |trace|`` (> 0).
+    - ``pilot``: a :class:`SketchedTrace` from a smaller budget.
+
+    **Returns:** the number of matrix-vector products (an int).
     """
     if not (rel_se > 0):
         raise GeometryError(f"rel_se: the target relative standard error must be > 0, got {rel_se}")
