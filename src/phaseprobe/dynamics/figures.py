@@ -32,7 +32,25 @@ def _edges(values: Sequence[float], log: bool = False) -> np.ndarray:
 
 
 def plot_run(run, plateaus, path, *, member: int = 0, title: str | None = None):
-    """Loss with plateaus shaded (oracle levels dashed) and singular values of W_L...W_1, over log time."""
+    """``dln_saddle_to_saddle.png``: :func:`run_figure` saved at ``path``. **Returns:** the PNG's path."""
+    fig = run_figure(run, plateaus, member=member, title=title)
+    save_figure(fig, path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def run_figure(run, plateaus, *, member: int = 0, title: str | None = None):
+    """Loss with plateaus shaded and tagged ``P0``, ``P1``, ... (oracle saddle levels dashed) and
+    the singular values of W_L...W_1 (teacher's dashed), over log time. Legends and the plateau
+    list sit to the right of the axes, so they cover no data.
+
+    **Arguments:**
+
+    - `run`: a :class:`phaseprobe.dynamics.run.DLNRun`; `plateaus`: its member's plateaus.
+    - `member`: which member; `title`: the figure's title.
+
+    **Returns:** the matplotlib figure.
+    """
     df = run.member(member)
     df = df[df["t"] > 0]
     t = df["t"].to_numpy()
@@ -40,18 +58,19 @@ def plot_run(run, plateaus, path, *, member: int = 0, title: str | None = None):
     levels = stats.levels()
     s_t = stats.s_eff[: stats.rank]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 8), sharex=True, gridspec_kw={"height_ratios": [1.15, 1]})
-    fig.subplots_adjust(left=0.1, right=0.9, top=0.94, bottom=0.07, hspace=0.08)
+    fig.subplots_adjust(left=0.1, right=0.9, top=0.94, bottom=0.07, hspace=0.12)
     ax1.plot(t, df["loss"], color="k", lw=1.6, label="training loss")
     for k, lv in enumerate(levels):
         if lv <= 0:
             continue
         ax1.axhline(lv, color="tab:blue", ls="--", lw=0.8, alpha=0.7,
                     label="rank-k saddle levels 1/2 sum_(i>k) s_i^2" if k == 0 else None)
-        ax1.text(t[-1], lv * 1.06, f"rank {k}: {lv:.3g}", fontsize=7.5, color="tab:blue", va="bottom", ha="right")
+        ax1.text(t[-1], lv * 1.06, f"rank {k}: {lv:.3g}", fontsize=8, color="tab:blue", va="bottom", ha="right")
     lines = []
     for i, p in enumerate(plateaus):
         for ax in (ax1, ax2):
-            ax.axvspan(p.t_start, p.t_end, color="tab:orange", alpha=0.18, lw=0)
+            ax.axvspan(p.t_start, p.t_end, color="tab:orange", alpha=0.18, lw=0, gid="plateau",
+                       label="plateau (saddle visited)" if i == 0 and ax is ax1 else None)
         ax1.text(math.sqrt(p.t_start * p.t_end), p.level * 0.8, f"P{i}", ha="center", va="top", fontsize=9,
                  color="tab:red", fontweight="bold")
         line = f"P{i}: rank {p.rank}, loss {p.level:.4g} (oracle {p.oracle_level:.4g})"
@@ -63,13 +82,13 @@ def plot_run(run, plateaus, path, *, member: int = 0, title: str | None = None):
             line += f"\n      {kind}: {idx}, escape order {c['escape_order']:.2f}"
         lines.append(line)
     if lines:
-        ax1.text(0.015, 0.03, "\n".join(lines), transform=ax1.transAxes, fontsize=7.3, va="bottom", ha="left",
+        ax1.text(1.02, 0.0, "\n".join(lines), transform=ax1.transAxes, fontsize=8, va="bottom", ha="left",
                  family="monospace", bbox=dict(boxstyle="round", fc="white", ec="0.7", alpha=0.9))
     ax1.set_yscale("log")
     ax1.set_ylabel("loss  E = mean 1/2 ||f(x) - y||^2  (log)")
     lo = max(float(df["loss"].min()), 1e-6 * float(levels[0]) if levels[0] > 0 else 1e-12)
     ax1.set_ylim(lo * 0.5, float(df["loss"].max()) * 3)
-    ax1.legend(loc="lower right", fontsize=8)
+    ax1.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8)
     ax1.grid(alpha=0.25, which="both")
     svc = [c for c in df.columns if c.startswith("sv_")]
     cmap = plt.get_cmap("viridis")
@@ -77,26 +96,40 @@ def plot_run(run, plateaus, path, *, member: int = 0, title: str | None = None):
         ax2.plot(t, df[c], color=cmap(i / max(len(svc) - 1, 1)), lw=1.5, label=f"sigma_{i + 1}(W_L...W_1)")
     for i, s in enumerate(s_t):
         ax2.axhline(s, color="gray", ls="--", lw=0.8)
-        ax2.text(1.005, s, f"s_{i + 1} = {s:.3g}", fontsize=7.5, va="center", color="gray",
+        ax2.text(1.005, s, f"s_{i + 1} = {s:.3g}", fontsize=8, va="center", color="gray",
                  transform=matplotlib.transforms.blended_transform_factory(ax2.transAxes, ax2.transData))
     ax2.set_xscale("log")
     ax2.set_xlabel(TIME_LABEL)
     ax2.set_ylabel("singular values of the end-to-end map")
-    ax2.legend(loc="center left", fontsize=7.5, ncol=1)
+    ax2.plot([], [], color="gray", ls="--", lw=0.8, label="teacher's singular values s_i")
+    ax2.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0), borderaxespad=0, fontsize=8, ncol=1)
     ax2.grid(alpha=0.25, which="both")
     fig.suptitle(title or f"deep linear net, depth {run.depth}, width {run.width}: saddle-to-saddle dynamics", fontsize=11)
-    save_figure(fig, path, dpi=130)
+    return fig
+
+
+def plot_escape_scaling(table: pd.DataFrame, path, *, singular_values: Sequence[float]):
+    """``dln_escape_times.png``: :func:`escape_scaling_figure` saved at ``path``. **Returns:** the PNG's path."""
+    fig = escape_scaling_figure(table, singular_values=singular_values)
+    save_figure(fig, path, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 
 
-def plot_escape_scaling(table: pd.DataFrame, path, *, singular_values: Sequence[float]):
-    """Escape time against the init scale: linear in log(1/sigma) at depth 2, ``sigma^-(L-2)`` at depth >= 3.
+def escape_scaling_figure(table: pd.DataFrame, *, singular_values: Sequence[float]):
+    """Escape time against the init scale: linear in log(1/sigma) at depth 2, ``sigma^-(L-2)`` at
+    depth >= 3; each fit (dotted) named in the legend (below the panel) with its slope and the
+    theory's.
 
-    ``table`` columns: ``depth``, ``sigma``, ``k`` (which escape) and ``t_escape``.
+    **Arguments:**
+
+    - `table`: columns ``depth``, ``sigma``, ``k`` (which escape) and ``t_escape``.
+    - `singular_values`: the teacher's singular values (the depth-2 slopes' theory).
+
+    **Returns:** the matplotlib figure.
     """
     depths = sorted(table["depth"].unique())
-    fig, axes = plt.subplots(1, len(depths), figsize=(5.2 * len(depths), 4.3))
+    fig, axes = plt.subplots(1, len(depths), figsize=(5.6 * len(depths), 4.8))
     axes = np.atleast_1d(axes)
     for ax, L in zip(axes, depths):
         sub = table[table["depth"] == L]
@@ -107,13 +140,12 @@ def plot_escape_scaling(table: pd.DataFrame, path, *, singular_values: Sequence[
                 x = np.log(1.0 / g["sigma"].to_numpy())
                 b = np.polyfit(x, g["t_escape"], 1)
                 sk = singular_values[int(k) - 1]
-                ax.plot(g["sigma"], np.polyval(b, x), ":", color="gray")
-                ax.text(g["sigma"].iloc[0], g["t_escape"].iloc[0],
-                        f"  slope/decade {b[0] * math.log(10):.3f} (ln10/s_{k} = {math.log(10) / sk:.3f})", fontsize=7.5, va="top")
+                ax.plot(g["sigma"], np.polyval(b, x), ":", color="gray",
+                        label=f"fit {k}: slope/decade {b[0] * math.log(10):.3f} (ln10/s_{k} = {math.log(10) / sk:.3f})")
             else:
                 b = np.polyfit(np.log(g["sigma"]), np.log(g["t_escape"]), 1)
-                ax.text(g["sigma"].iloc[0], g["t_escape"].iloc[0], f"  log-log slope {b[0]:.3f} (theory {-(L - 2)})",
-                        fontsize=7.5, va="top")
+                ax.plot(g["sigma"], np.exp(np.polyval(b, np.log(g["sigma"]))), ":", color="gray",
+                        label=f"fit {k}: log-log slope {b[0]:.3f} (theory {-(L - 2)})")
         ax.set_xscale("log")
         if L >= 3:
             ax.set_yscale("log")
@@ -125,11 +157,9 @@ def plot_escape_scaling(table: pd.DataFrame, path, *, singular_values: Sequence[
         ax.set_ylabel("escape time  t = lr x steps" + (" (log)" if L >= 3 else ""))
         ax.set_title(f"depth {L}: " + ("t_esc ~ log(1/sigma)/s_k" if L == 2 else f"t_esc ~ sigma^-{L - 2}"))
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=130)
-    plt.close(fig)
-    return Path(path)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    fig.set_layout_engine("constrained")
+    return fig
 
 
 def _heat(ax, summary, column, *, log=False, title="", cmap="viridis", fmt="{:.2g}", vmin=None, vmax=None):
@@ -150,29 +180,44 @@ def _heat(ax, summary, column, *, log=False, title="", cmap="viridis", fmt="{:.2
                 frac = 0.5 if hi <= lo or not np.isfinite(C[i, j]) else (C[i, j] - lo) / (hi - lo)
                 r, g, b, _ = cm(frac)
                 col = "k" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "w"
-                ax.text(j, i, fmt.format(Z[i, j]), ha="center", va="center", fontsize=6.5, color=col)
+                ax.text(j, i, fmt.format(Z[i, j]), ha="center", va="center", fontsize=8, color=col)
     ax.set_xticks(range(len(gam)))
     ax.set_xticklabels([f"{g:g}" for g in gam])
     ax.set_yticks(range(len(wid)))
     ax.set_yticklabels([str(int(w)) for w in wid])
     x1 = float(np.interp(1.0, gam, np.arange(len(gam)))) if gam.min() <= 1.0 <= gam.max() else None
     if x1 is not None:
-        ax.axvline(x1, color="r", lw=2.0, ls="--", label="gamma = 1")
-        ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+        ax.axvline(x1, color="r", lw=2.0, ls="--", label="gamma = 1", gid="gamma = 1")
     ax.set_xlabel("gamma  (init variance sigma^2 = width^-gamma)")
     ax.set_ylabel("width")
-    ax.set_title(title, fontsize=9.5)
+    ax.set_title(title, fontsize=10)
     cb = plt.colorbar(m, ax=ax)
-    cb.set_label(("log10 " if log else "") + column, fontsize=8)
+    cb.set_label(("log10 " if log else "") + column, fontsize=9)
     return m
 
 
 def plot_phase(summary: pd.DataFrame, transitions: dict, path, *, depth: int | None = None):
-    """Heat maps over gamma x width (the line gamma = 1 drawn) and the width exponents with the located transition.
+    """``dln_phase_diagram.png``: :func:`phase_figure` saved at ``path``. **Returns:** the PNG's path."""
+    fig = phase_figure(summary, transitions, depth=depth)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
 
-    ``transitions`` maps an order-parameter column to :func:`~phaseprobe.dynamics.phase.locate_transition`'s result.
+
+def phase_figure(summary: pd.DataFrame, transitions: dict, *, depth: int | None = None):
+    """Heat maps over gamma x width (the line gamma = 1 dashed red, each with a colour bar) and
+    the width exponents with the located transition; every text at least 8 pt, legends and the
+    per-width-pair transitions below the panels.
+
+    **Arguments:**
+
+    - `summary`: one row per (gamma, width, seed) with the order parameters.
+    - `transitions`: an order-parameter column -> :func:`~phaseprobe.dynamics.phase.locate_transition`'s result.
+    - `depth`: the networks' depth (for the title).
+
+    **Returns:** the matplotlib figure.
     """
-    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    fig, axes = plt.subplots(2, 3, figsize=(19, 11.5), layout="constrained")
     _heat(axes[0, 0], summary, "disp_abs", title="absolute displacement ||theta_end - theta_0||\n(order parameter: -> 0 with width iff lazy)")
     _heat(axes[0, 1], summary, "disp_rel", log=True, title="relative displacement ||theta_end - theta_0|| / ||theta_0||\n(log10)")
     _heat(axes[0, 2], summary, "n_plateaus", title="number of loss plateaus (saddles visited)", cmap="magma", fmt="{:.1f}")
@@ -188,8 +233,8 @@ def plot_phase(summary: pd.DataFrame, transitions: dict, path, *, depth: int | N
     ax.set_yscale("log")
     ax.set_xlabel("width (log2)")
     ax.set_ylabel("absolute displacement ||theta_end - theta_0|| (log)")
-    ax.set_title("displacement vs width: falls for gamma < 1 (lazy), flat for gamma > 1", fontsize=9.5)
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("displacement vs width:\nfalls for gamma < 1 (lazy), flat for gamma > 1", fontsize=10)
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     ax.grid(alpha=0.3, which="both")
     ax = axes[1, 2]
     styles = {"disp_abs": ("o-", "width exponent of ||theta_end - theta_0||"), "t_escape_1": ("s-", "width exponent of the first escape time")}
@@ -209,14 +254,14 @@ def plot_phase(summary: pd.DataFrame, transitions: dict, path, *, depth: int | N
         if len(pr):
             txt.append(f"{col}: gamma_c per width pair: " + ", ".join(
                 f"{int(a)}-{int(b)}: {g:.2f}" for a, b, g in zip(pr["w_lo"], pr["w_hi"], pr["gamma_c"])))
-    ax.set_title("locating the transition from the data", fontsize=9.5)
-    if txt:
-        ax.text(0.02, 0.02, "\n".join(txt), transform=ax.transAxes, fontsize=6.8, va="bottom")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("locating the transition from the data", fontsize=10)
+    ax.plot([], [], ls="", label="\n".join(txt)) if txt else None
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     ax.grid(alpha=0.3)
+    for a in (*axes[0], axes[1, 0]):  # the gamma = 1 line of each heat map, named
+        if any(ln.get_gid() == "gamma = 1" for ln in a.get_lines()):
+            a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8)
     fig.suptitle(f"deep linear networks{'' if depth is None else f', depth {depth}'}: lazy (gamma < 1) vs saddle-to-saddle (gamma > 1)",
                  fontsize=12)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    fig.set_layout_engine("constrained")
+    return fig

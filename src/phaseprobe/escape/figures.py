@@ -12,7 +12,25 @@ from phaseprobe.store import save_figure  # noqa: E402
 
 
 def survival_figure(rec, path):
-    """Kaplan-Meier survival (fraction still trapped) against steps, one curve per temperature."""
+    """``escape_survival.png``: :func:`survival_plot` saved at ``path``. **Returns:** the PNG's path."""
+    fig = survival_plot(rec)
+    out = save_figure(fig, path, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def survival_plot(rec):
+    """Kaplan-Meier survival (fraction still trapped) against steps, one curve per temperature
+    (colour = temperature, each named in the legend to the right of the axes); replicas that did
+    not escape are censored at the budget, marked by a dotted line.
+
+    **Arguments:**
+
+    - `rec`: the escape records (``temperature_index``, ``temperature``, ``barrier_ratio``,
+      ``escaped``, ``first_passage_step``, ``steps_done``).
+
+    **Returns:** the matplotlib figure.
+    """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     budget = int(rec["steps_done"].max())
     cmap = plt.get_cmap("plasma")
@@ -28,15 +46,36 @@ def survival_figure(rec, path):
     ax.set_xlabel("Langevin steps")
     ax.set_ylabel("fraction still trapped (rank 0)")
     ax.set_yscale("log")
-    ax.set_title("survival in the metastable rank-0 phase (censored at the budget)")
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    ax.axvline(budget, color="0.4", ls=":", lw=1.2, label=f"budget: {budget} steps (censored after)")
+    ax.set_title("survival in the metastable rank-0 phase\n(censored at the budget)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+              title="temperature T (barrier dV / T)", title_fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def arrhenius_figure(times, fit, barrier, path, spec=None, measured=None):
-    """``ln tau`` (steps) against ``1/T``: per-temperature estimates with intervals, the censored
-    maximum-likelihood line and the closed-form barrier's slope through the same mean."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    """``escape_arrhenius.png``: :func:`arrhenius_plot` saved at ``path``. **Returns:** the PNG's path."""
+    fig = arrhenius_plot(times, fit, barrier, spec=spec, measured=measured)
+    out = save_figure(fig, path, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def arrhenius_plot(times, fit, barrier, spec=None, measured=None):
+    """``ln tau`` (steps) against ``1/T``: per-temperature estimates with intervals (a temperature
+    where no replica escaped as its lower bound, ``^``), the censored maximum-likelihood line and
+    the closed-form barrier's slope through the same mean; the legend below the axes.
+
+    **Arguments:**
+
+    - `times`: the per-temperature escape table; `fit`: the censored fit (``dF``, ``dF_lo``,
+      ``dF_hi``, ``c``); `barrier`: the closed-form barrier dV.
+    - `spec`: the escape spec (for the title); `measured`: the barrier measured on the loss path.
+
+    **Returns:** the matplotlib figure.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
     x = times["inv_temperature"].to_numpy()
     y = np.log(times["tau_steps"].to_numpy())
     lo = np.log(times["tau_lo"].to_numpy())
@@ -60,5 +99,6 @@ def arrhenius_figure(times, fit, barrier, path, spec=None, measured=None):
     if spec is not None:
         title += f" (depth {spec.depth}, alpha {spec.alpha:g}, s {spec.singular_value:g})"
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.set_layout_engine("constrained")
+    return fig

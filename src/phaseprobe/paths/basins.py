@@ -161,99 +161,13 @@ def _short(key: tuple, max_len: int = 22) -> str:
 
 
 def draw_basin_graph(graph: BasinGraph, path: str | Path, *, title: str = "basin hierarchy") -> Path:
-    """Draw the graph by hand with matplotlib: one level per basin height (best test accuracy, top
-    first; basins of equal height side by side); arrows are edges labelled with the transition
-    strength and the saddle's height and index."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """``basins.png``: :func:`phaseprobe.paths.plots.basin_graph_figure` saved at ``path``."""
     import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyArrowPatch
+
+    from phaseprobe.paths.plots import basin_graph_figure
 
     path = Path(path)
-    nodes = list(graph.nodes.values())
-    fig, ax = plt.subplots(figsize=(10, max(5.0, 0.75 * len(graph.nodes) + 2)))
-    if not nodes:
-        ax.text(0.5, 0.5, "no basins", ha="center")
-        save_figure(fig, path, dpi=110)
-        plt.close(fig)
-        return path
-    accs = np.array([n.accuracy if np.isfinite(n.accuracy) else -n.error for n in nodes])
-    toy = not np.isfinite([n.accuracy for n in nodes]).any()
-    # layout: one level per distinct height (best accuracy, or -lowest error for toys), equally
-    # spaced from the top; basins of (almost) the same height share a level side by side
-    order = np.argsort(-accs, kind="stable")
-    span = float(np.ptp(accs)) or 1.0
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and abs(accs[groups[-1][0]] - accs[i]) < 0.01 * span:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    pos = {}
-    for lev, grp in enumerate(groups):
-        m = len(grp)
-        for j, i in enumerate(sorted(grp, key=lambda i: -nodes[i].n_classes)):
-            pos[nodes[i].key] = ((j - (m - 1) / 2.0) * 1.6, -float(lev))
-    xs = [p[0] for p in pos.values()]
-    dy = 1.0
-    # edges: drift edges (continuous class-set changes) merged per pair of basins into one thin
-    # grey line whose width counts them; jumps, saddles and returns drawn and labelled one by one
-    seen_pairs: dict = {}
-    colors = {"saddle": "tab:red", "jump": "tab:orange", "drift": "tab:gray", "return": "tab:blue"}
-    drift: dict = {}
-    for e in graph.edges:
-        if e.kind == "drift" and e.src in pos and e.dst in pos and e.src != e.dst:
-            k = frozenset((e.src, e.dst))
-            drift[k] = drift.get(k, 0) + 1
-    for k, cnt in drift.items():
-        a, b = tuple(k)
-        (x0, y0), (x1, y1) = pos[a], pos[b]
-        ax.plot([x0, x1], [y0, y1], "-", color="0.6", lw=0.6 + 0.6 * cnt, alpha=0.6, zorder=1)
-    n_loops: dict = {}
-    for e in graph.edges:
-        if e.kind == "drift" or e.src not in pos or e.dst not in pos:
-            continue
-        p0, p1 = pos[e.src], pos[e.dst]
-        pk = frozenset((e.src, e.dst))
-        n_same = seen_pairs.get(pk, 0)
-        seen_pairs[pk] = n_same + 1
-        col = colors.get(e.kind, "k")
-        if e.src == e.dst:
-            j = n_loops.get(e.src, 0)
-            n_loops[e.src] = j + 1
-            ax.add_patch(FancyArrowPatch((p0[0] - 0.15, p0[1] + 0.1), (p0[0] + 0.15, p0[1] + 0.1),
-                                         connectionstyle=f"arc3,rad={-2.0 - 0.8 * j}", arrowstyle="->", mutation_scale=12,
-                                         color=col, lw=1.2))
-            xm, ym = p0[0] + 0.45, p0[1] + 0.15 + 0.28 * j
-        else:
-            rad = 0.15 + 0.12 * n_same
-            ax.add_patch(FancyArrowPatch(p0, p1, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=14,
-                                         color=col, lw=1.4, shrinkA=18, shrinkB=18))
-            xm, ym = 0.5 * (p0[0] + p1[0]) + 0.25 + 0.35 * n_same, 0.5 * (p0[1] + p1[1]) + 0.12 * n_same
-        txt = f"b={e.strength_c:.3g}" if np.isfinite(e.strength_c) else e.kind
-        if np.isfinite(e.saddle_error):
-            txt += f", E_s={e.saddle_error:.3g}, idx {'>=' if e.index_lower_bound else ''}{e.index}"
-        ax.text(xm, ym, txt, fontsize=7, color=col, ha="left", va="center")
-    for n in nodes:
-        x, y = pos[n.key]
-        size = 900 + 60 * max(n.n_classes, 0)
-        ax.scatter([x], [y], s=size, color="white", edgecolor="k", zorder=3)
-        lab = _short(n.key)
-        sub = f"acc {n.accuracy:.2f}" if np.isfinite(n.accuracy) else f"E {n.error:.3g}"
-        ax.text(x, y, f"{lab}\n{sub}", fontsize=7, ha="center", va="center", zorder=4)
-    ax.set_xlim(min(xs) - 1.5, max(xs) + 1.8)
-    ax.set_ylim(-len(groups) + 0.4, 0.6)
-    ax.set_xticks([])
-    ax.set_yticks([-float(lev) for lev in range(len(groups))])
-    ax.set_yticklabels([f"{(nodes[g[0]].error if toy else nodes[g[0]].accuracy):.3g}" for g in groups], fontsize=8)
-    ax.set_ylabel("basins by height: lowest training error" if toy else "basins by height: best test accuracy in the basin")
-    handles = [plt.Line2D([], [], color=c, label=k + (" (class set changed between two grid points)" if k == "drift" else ""))
-               for k, c in colors.items() if any(e.kind == k for e in graph.edges)]
-    if handles:
-        ax.legend(handles=handles, loc="lower right", fontsize=8, title=f"edges (b = strength, {graph.convention})")
-    ax.set_title(title)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    fig = basin_graph_figure(graph, title=title)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

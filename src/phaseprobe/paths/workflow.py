@@ -571,7 +571,7 @@ def _basins_figures(out: Path, spec: PathSpec, result: dict, ctx) -> list[Path]:
     from phaseprobe.plots.report import add_section
 
     names = ctx.dataset.meta.get("class_names")
-    f1 = draw_basin_graph(result["graph"], out / "basins.png", title=f"{ctx.dataset.name}: accuracy basins and the saddles between them")
+    f1 = draw_basin_graph(result["graph"], out / "basins.png", title=f"{ctx.dataset.name}: accuracy basins and the jumps between them")
     f2 = plot_probe(result["probe"], out / "probe.png", title=f"{ctx.dataset.name}: L2 probe toward w_ref = 0", class_names=names)
     figs = [f1, f2]
     if result["nested"] is not None:
