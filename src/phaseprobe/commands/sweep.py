@@ -227,7 +227,7 @@ def transition_columns(s: str) -> list:
     """The transitions table's columns (``s``: the strength's name, alpha or beta), most
     important first in priority; ``--wide`` shows all of them. The bracket is the bisection
     bracket when the run refined the transition, else the grid cell widened by the seed bootstrap."""
-    from phaseprobe.plots.sweep_plots import interval
+    from phaseprobe.plots.intervals import interval
     from phaseprobe.plots.tables import Col, fmt_bracket, fmt_fraction, fmt_num
 
     return [

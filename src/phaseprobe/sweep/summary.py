@@ -79,7 +79,6 @@ def summarize(run_dir: str | Path, figures: bool = True, n_boot: int = 200) -> d
     counts) and ``notes``.
     """
     from phaseprobe.plots.report import add_section
-    from phaseprobe.plots.sweep_plots import plot_class_heatmap, plot_sweep
 
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
@@ -118,6 +117,8 @@ def summarize(run_dir: str | Path, figures: bool = True, n_boot: int = 200) -> d
     pl.to_csv(run_dir / "plateaus.csv", index=False)
     figs = []
     if figures:
+        from phaseprobe.plots.sweep_plots import plot_class_heatmap, plot_sweep  # matplotlib: only for figures
+
         title = f"{spec.get('name', 'sweep')}: {spec.get('dataset')} {spec.get('model')} depth {spec.get('depth')} width {spec.get('width')}, {spec.get('optimizer')}"
         figs.append(plot_sweep(df, tr.to_dict(orient="records"), run_dir / "sweep.png", title=title))
         h = plot_class_heatmap(df, run_dir / "classes.png", title=title)
