@@ -102,18 +102,13 @@ def run_path_command(kind: str, data: dict, spec, out: Path, engine: str, addres
 
 
 def print_table(df, title: str, cols=None) -> None:
-    from rich.table import Table
+    """A result table fitted to the terminal (80 columns by default; no ``nan`` shown)."""
+    from phaseprobe.commands.show import print_frame
+    from phaseprobe.plots.tables import table_console
 
-    if df is None or len(df) == 0:
-        Console().print(f"{title}: none")
-        return
-    cols = [c for c in (cols or list(df.columns)) if c in df.columns]
-    t = Table(title=title)
-    for c in cols:
-        t.add_column(c, justify="right")
-    for row in df[cols].itertuples(index=False):
-        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    Console(width=250).print(t)
+    if df is not None and len(df):
+        df = df[[c for c in (cols or list(df.columns)) if c in df.columns]]
+    print_frame(table_console(), df, title, max_cols=None)
 
 
 def register(app: typer.Typer) -> None:

@@ -106,4 +106,10 @@ def register(app: typer.Typer) -> None:
                 kind = get_kind(run.kind)
             except Exception:  # noqa: BLE001 -- an unknown kind still shows its records
                 kind = None
-            (kind.show if kind is not None and kind.show is not None else show_generic)(run, con)
+            if kind is not None and kind.show is not None:
+                import inspect
+
+                takes_wide = "wide" in inspect.signature(kind.show).parameters
+                kind.show(run, con, wide=wide) if takes_wide else kind.show(run, con)
+            else:
+                show_generic(run, con)

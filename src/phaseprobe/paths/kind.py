@@ -476,8 +476,10 @@ def make_path_spec_loose(data: dict, kind: str) -> PathSpec:
 
 
 def show_paths(run, con, wide: bool = False) -> None:
-    """Records by phase, the minima, and the analysis tables of a connect/basins run."""
+    """Records by phase, the minima, and the analysis tables of a connect/basins run (fitted to
+    ``con.width`` with units and meanings in the headers; ``wide``: every column)."""
     from phaseprobe.commands.show import print_frame
+    from phaseprobe.plots.tables import print_fitted
 
     df = run.records
     if df.empty:
@@ -493,16 +495,66 @@ def show_paths(run, con, wide: bool = False) -> None:
         con.print(f"probe: {pr['index'].nunique()} strengths x {pr['member'].nunique()} members "
                   f"(strength {pr['strength'].min():.4g}..{pr['strength'].max():.4g}, {pr['convention'].iloc[0]})")
     tables = run.tables
-    cols = {"paths_summary": ["pair", "method", "barrier", "test_barrier", "max_error", "length", "grad_evals"],
-            "transitions": ["label", "strength_lo", "strength_hi", "confirmed", "dE", "basin_lo", "basin_hi", "saddle_error",
-                            "saddle_index"],
-            "basin_nodes": ["basin", "n_classes", "best_test_acc", "lowest_error", "checkpoints"],
-            "basin_edges": ["from", "to", "kind", "strength_c", "saddle_error", "saddle_index", "probe"]}
     if not tables:
         con.print("no analysis tables yet (rerun the same command to finish and analyse the run)")
+    if wide:  # every column of every table
+        for name, tab in tables.items():
+            print_frame(con, tab, name)
+        return
+    s = "alpha" if str(pr["convention"].iloc[0] if len(pr) else "l2") == "l2" else "beta"
     for name, tab in tables.items():
-        keep = [c for c in cols.get(name, list(tab.columns)) if c in tab.columns]
-        print_frame(con, tab[keep] if keep else tab, name, max_cols=len(keep) or 8)
+        cols = _show_columns(name, tab, s)
+        if cols is None:
+            print_frame(con, tab, name, max_cols=8)
+        else:
+            print_fitted(con, tab, cols, title=_SHOW_TITLES.get(name, name), max_rows=30)
+
+
+_SHOW_TITLES = {"paths_summary": "paths (barrier = max E along the path - mean of the two ends)",
+                "transitions": "probe jumps (bracket: bisected or grid; E jump = train error after - before)",
+                "basin_nodes": "basins (class sets a model encodes)",
+                "basin_edges": "edges between basins (E_s: saddle height of E)"}
+
+
+def _show_columns(name: str, tab, s: str):
+    """The columns ``show`` prints of a connect/basins table, with units and meanings in the
+    headers (None: the table's own columns)."""
+    from phaseprobe.plots.tables import Col, fmt_bracket, fmt_count, fmt_num
+
+    def has(*c):
+        return all(k in tab.columns for k in c)
+
+    def idx(r):
+        v = r.get("saddle_index")
+        if v is None or fmt_num(v) == "—" or float(v) < 0:
+            return "—"
+        return (">= " if r.get("index_lower_bound") is True else "") + fmt_count(v)
+
+    if name == "transitions" and has("strength_lo", "strength_hi"):
+        return [Col("label", "member", justify="left", priority=3),
+                Col("strength_c", f"{s}_c [bracket]", fmt=lambda r: fmt_bracket(r.get("strength_c"), r.get("strength_lo"),
+                                                                               r.get("strength_hi"), 4)),
+                Col("bisect_steps", "bisect steps", fmt=lambda r: fmt_count(r.get("bisect_steps")), priority=2),
+                Col("confirmed", "confirmed", justify="left",
+                    fmt=lambda r: {True: "yes", False: "no"}.get(r.get("confirmed"), "not tested")),
+                Col("dE", "E jump", priority=1),
+                Col("basin_hi", "classes after", justify="left", priority=4),
+                Col("saddle_error", "saddle E_s", priority=5, missing="not refined"),
+                Col("saddle_index", "index", fmt=idx, priority=5)]
+    if name == "basin_edges" and has("from", "to", "kind"):
+        return [Col("from", "from", justify="left"), Col("to", "to", justify="left"), Col("kind", "kind", justify="left"),
+                Col("strength_c", f"{s}_c"), Col("saddle_error", "saddle E_s", priority=2, missing="not refined"),
+                Col("saddle_index", "index", fmt=idx, priority=2), Col("probe", "probe", justify="left", priority=3)]
+    if name == "basin_nodes" and has("basin"):
+        return [Col("basin", "classes", justify="left"), Col("n_classes", "n classes", fmt=lambda r: fmt_count(r.get("n_classes"))),
+                Col("best_test_acc", "best test acc"), Col("lowest_error", "lowest train E", priority=1),
+                Col("checkpoints", "checkpoints", fmt=lambda r: fmt_count(r.get("checkpoints")), priority=2)]
+    if name == "paths_summary" and has("method", "barrier"):
+        return [Col("pair", "pair", justify="left", priority=3), Col("method", "method", justify="left"),
+                Col("barrier", "barrier (train E)"), Col("test_barrier", "test barrier", priority=2),
+                Col("max_error", "max train E", priority=2), Col("length", "length", priority=1),
+                Col("grad_evals", "grad evals", fmt=lambda r: fmt_count(r.get("grad_evals")), priority=1)]
+    return None
 
 
 def _analyse_connect(run_dir, figures: bool = True) -> dict:
