@@ -20,6 +20,7 @@ from pathlib import Path
 from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[2]
+PROGRESS_TICK = re.compile(r"^\[[^\]]+\] \d+(/\d+)? ")
 GENERATED = ("science.md", "conventions.md", "commands.md", "api.md", "tutorial.md", "gallery.md")
 
 
@@ -119,7 +120,11 @@ def api_page() -> str:
 
 def _output_text(out: dict) -> str:
     if out.get("output_type") == "stream":
-        return "".join(out.get("text", ""))
+        text = "".join(out.get("text", ""))
+        if out.get("name") == "stderr":  # progress: the final line of each phase, not every tick
+            text = "".join(line for line in text.splitlines(keepends=True)
+                           if not PROGRESS_TICK.match(line) or line.rstrip().endswith("done"))
+        return text
     data = out.get("data", {})
     if "text/plain" in data and "image/png" not in data and "text/html" not in data:
         return "".join(data["text/plain"])
