@@ -344,7 +344,17 @@ class Trainer:
                 epoch_offset=s.epoch_offset,
             )
 
-        return jax.lax.fori_loop(0, n_epochs, epoch_body, state)
+        # the loop ends as soon as no member is active: an epoch in which every member has stopped
+        # (patience, grad_tol, divergence) changes nothing, so skipping it gives the same state
+        def more(c):
+            i, s = c
+            return (i < n_epochs) & jnp.any(s.active)
+
+        def one_epoch(c):
+            i, s = c
+            return i + 1, epoch_body(i, s)
+
+        return jax.lax.while_loop(more, one_epoch, (jnp.zeros((), jnp.int32), state))[1]
 
 
     # ---- evaluation -------------------------------------------------------------------------
