@@ -69,11 +69,23 @@ def show_grok(run, console, wide: bool = False) -> None:
     _print_fitted_grok_tables(res, spec, console)
 
 
+def _summary_text(d: dict) -> str:
+    """The hysteresis summary for a reader: ``loop L: key = value, ...``; a value never reached
+    reads ``not reached`` (never ``nan``), yes/no for flags."""
+    from phaseprobe.plots.tables import fmt_num
+
+    def one(x):
+        return ", ".join(f"{k} = {fmt_num(v, 4, 'not reached')}" for k, v in x.items())
+
+    if d and all(isinstance(v, dict) for v in d.values()):
+        return "; ".join(f"loop {k}: {one(v)}" for k, v in d.items())
+    return one(d or {})
+
+
 def _print_fitted_grok_tables(res, spec, console) -> None:
     """The delays, the hysteresis loop and the geometry as tables fitted to ``console.width``
     (units in the headers, ``not reached`` for a time the member never reached; a console as
     wide as ``show --wide``'s shows every column)."""
-    from phaseprobe.grokking.run import fmt_summary
     from phaseprobe.plots.tables import Col, fmt_num, print_fitted
 
     if res.records is None or res.records.empty:
@@ -96,7 +108,7 @@ def _print_fitted_grok_tables(res, spec, console) -> None:
             Col("weight_decay", "beta", digits=4), Col("train_acc", "train acc", priority=1), Col("test_acc", "test acc"),
             Col("w_sq", "||w||^2", digits=4, priority=2), Col("phase", "phase", justify="left")],
             title="warm-started weight-decay sweep (accuracy at the end of each point)", max_rows=40)
-        console.print("hysteresis: " + fmt_summary(res.hysteresis_summary))
+        console.print("hysteresis: " + _summary_text(res.hysteresis_summary))
     if res.geometry is not None:
         g = res.geometry
         tol = float(g["saddle_rel_tol"].max())

@@ -510,10 +510,11 @@ def show_paths(run, con, wide: bool = False) -> None:
             print_fitted(con, tab, cols, title=_SHOW_TITLES.get(name, name), max_rows=30)
 
 
-_SHOW_TITLES = {"paths_summary": "paths (barrier = max E along the path - mean of the two ends)",
-                "transitions": "probe jumps (bracket: bisected or grid; E jump = train error after - before)",
-                "basin_nodes": "basins (class sets a model encodes)",
-                "basin_edges": "edges between basins (E_s: saddle height of E)"}
+_SHOW_TITLES = {"paths_summary": "paths_summary (barrier = max train E along the path - mean of the two ends)",
+                "transitions": "transitions: the probe's jumps (bracket: bisected or grid cell; "
+                               "E jump = train error after - before)",
+                "basin_nodes": "basin_nodes (the class sets a model encodes)",
+                "basin_edges": "basin_edges (E_s: height of the saddle of E between the basins)"}
 
 
 def _show_columns(name: str, tab, s: str):
