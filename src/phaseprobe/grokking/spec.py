@@ -12,14 +12,14 @@ claims a published setup it does not follow. Presets (see :data:`SETUPS` for the
   memorises).
 * ``"nanda"`` -- Nanda et al. 2023: ``p = 113``, 30 % training data, one-layer transformer
   (d_model 128, 4 heads, MLP 512, ReLU, no LayerNorm), full-batch AdamW lr 1e-3, weight decay
-  1, betas (0.9, 0.98), 40k steps.
+  1, betas (0.9, 0.98), linear warm-up over the first 10 steps, 40k steps.
 * ``"power"`` -- Power et al. 2022: ``p = 97``, ``x / y``, 50 % training data, two-layer
   decoder-only transformer (width 128, 4 heads), AdamW lr 1e-3, weight decay 1, betas
-  (0.9, 0.98), minibatch 512.
+  (0.9, 0.98), minibatch 512, linear warm-up over the first 10 steps, 1e5 steps.
 * ``"quick"`` -- a small-``p`` rendition for tests and laptops (``p = 23``, 60 % of the pairs).
 
-Not reproduced from the papers: learning-rate warm-up (the trainer's learning rate is
-constant) and the operation token of Power et al. (one operation per dataset here).
+Not reproduced from the papers: the operation token of Power et al. (one operation per dataset
+here).
 
 Weight decay is AdamW's decoupled decay ``beta`` (``w <- w - lr * beta * w``); records carry
 ``convention = "decoupled"`` and the canonical ``alpha = beta / 2`` (:mod:`phaseprobe.conventions`).
@@ -54,17 +54,19 @@ SETUPS: dict[str, dict[str, Any]] = {
     },
     "nanda": {
         "cite": "Nanda et al. 2023, 'Progress measures for grokking via mechanistic interpretability': "
-                "p = 113, 30 % data, one-layer transformer, full-batch AdamW lr 1e-3, wd 1, betas (0.9, 0.98)",
+                "p = 113, 30 % data, one-layer transformer, full-batch AdamW lr 1e-3, wd 1, betas (0.9, 0.98), "
+                "10-step linear warm-up",
         "fields": dict(p=113, op="+", train_frac=0.3, model="transformer", embed_dim=128, n_heads=4, n_layers=1,
                        width=512, activation="relu", lr=1e-3, b1=0.9, b2=0.98, batch_size=None,
-                       weight_decays=[1.0], init_scales=[1.0], steps=40000),
+                       weight_decays=[1.0], init_scales=[1.0], steps=40000, schedule="warmup", warmup_steps=10),
     },
     "power": {
         "cite": "Power et al. 2022, 'Grokking: generalization beyond overfitting on small algorithmic datasets': "
-                "p = 97, x/y, two-layer transformer width 128, AdamW lr 1e-3, wd 1, betas (0.9, 0.98), batch 512",
+                "p = 97, x/y, two-layer transformer width 128, AdamW lr 1e-3, wd 1, betas (0.9, 0.98), batch 512, "
+                "10-step linear warm-up",
         "fields": dict(p=97, op="/", train_frac=0.5, model="transformer", embed_dim=128, n_heads=4, n_layers=2,
                        width=512, activation="relu", lr=1e-3, b1=0.9, b2=0.98, batch_size=512,
-                       weight_decays=[1.0], init_scales=[1.0], steps=100000),
+                       weight_decays=[1.0], init_scales=[1.0], steps=100000, schedule="warmup", warmup_steps=10),
     },
     "quick": {
         "cite": "phaseprobe's small-p rendition of the Omnigrok-style setup (p = 23, 60 % of the pairs), for tests",
