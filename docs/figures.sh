@@ -32,6 +32,8 @@ authors() {
   $PP sweep --spec examples/authors_fmnist_refined.toml --out "$RUNS/authors-fmnist-refined"
   cp "$RUNS/authors-fmnist-refined/sweep.png" docs/sweep_authors_fmnist.png
   cp "$RUNS/authors-fmnist-refined/classes.png" docs/sweep_authors_fmnist_classes.png
+  $PP sweep --spec examples/authors_fmnist_fine_stretch.toml --set start_from.run="$RUNS/authors-fmnist-refined" \
+     --out "$RUNS/authors-fmnist-fine-stretch"
 }
 
 dln() {
