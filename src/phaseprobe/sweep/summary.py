@@ -124,6 +124,11 @@ def summarize(run_dir: str | Path, figures: bool = True, n_boot: int = 200) -> d
         h = plot_class_heatmap(df, run_dir / "classes.png", title=title)
         if h is not None:
             figs.append(h)
+        from phaseprobe.plots.staircase import plot_staircase
+
+        st = plot_staircase(df, tr.to_dict(orient="records"), run_dir / "staircase.png", title=title)
+        if st is not None:
+            figs.append(st)
     fin = df[df["final"]]
     text = (
         f"{len(fin)} trainings ({fin['branch'].nunique()} branch(es), {fin['seed'].nunique()} seed(s), "
