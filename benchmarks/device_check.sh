@@ -237,7 +237,10 @@ else
     say "[sweep] stopped at DEVICE_CHECK_SWEEP_TIMEOUT=$SWEEP_TIMEOUT s; analysing what is stored (a rerun of the same command resumes)"
     "$VPY" - "$RUN" 2>&1 <<'EOF' | tee -a "$RESULTS/sweep.log" "$SUMMARY"
 import sys
+from pathlib import Path
 from phaseprobe.sweep.summary import summarize
+if not (Path(sys.argv[1]) / "spec.json").is_file():
+    sys.exit("stored: nothing (the sweep had not made its run folder yet)")
 res = summarize(sys.argv[1], figures=False)
 df = res["records"]
 fin = df[df["final"]] if len(df) else df
