@@ -60,8 +60,9 @@ def run_figure(run, plateaus, *, member: int = 0, title: str | None = None):
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 8), sharex=True, gridspec_kw={"height_ratios": [1.15, 1]})
     fig.subplots_adjust(left=0.1, right=0.9, top=0.94, bottom=0.07, hspace=0.12)
     ax1.plot(t, df["loss"], color="k", lw=1.6, label="training loss")
+    lo = max(float(df["loss"].min()), 1e-6 * float(levels[0]) if levels[0] > 0 else 1e-12)
     for k, lv in enumerate(levels):
-        if lv <= 0:
+        if lv <= 0 or lv < 0.5 * lo:  # below the axis: neither line nor label
             continue
         ax1.axhline(lv, color="tab:blue", ls="--", lw=0.8, alpha=0.7,
                     label="rank-k saddle levels 1/2 sum_(i>k) s_i^2" if k == 0 else None)
@@ -86,7 +87,6 @@ def run_figure(run, plateaus, *, member: int = 0, title: str | None = None):
                  family="monospace", bbox=dict(boxstyle="round", fc="white", ec="0.7", alpha=0.9))
     ax1.set_yscale("log")
     ax1.set_ylabel("loss  E = mean 1/2 ||f(x) - y||^2  (log)")
-    lo = max(float(df["loss"].min()), 1e-6 * float(levels[0]) if levels[0] > 0 else 1e-12)
     ax1.set_ylim(lo * 0.5, float(df["loss"].max()) * 3)
     ax1.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8)
     ax1.grid(alpha=0.25, which="both")
