@@ -280,7 +280,7 @@ class Trainer:
 
         carry0 = (params, opt_state, active0, diverged0, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
         steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
-        (p, o, active, diverged, err_sum, gsq), _ = jax.lax.scan(step, carry0, (idx, wts, steps))
+        (p, o, active, diverged, err_sum, gsq), _ = jax.lax.scan(step, carry0, (idx, wts, steps), unroll=c.unroll)
         if self._guard != "step":
             # once an epoch: a step whose loss and gradient were finite can still overflow the
             # parameters (a learning rate near the float32 range); such a member goes back to its
