@@ -72,21 +72,21 @@ class MLPEscapeSpec(BaseModel):
     prepare_lr: float = 0.01
     noise: str = "langevin"
     temperatures: Optional[list[float]] = None
-    barrier_ratios: list[float] = [2.0, 3.0, 4.0, 5.0]
+    barrier_ratios: list[float] = [1.0, 2.0, 3.0, 4.0]
     """Langevin temperatures ``T = barrier / ratio`` (barrier at the refined saddle) unless ``temperatures``."""
-    control_replicas: int = 8
+    control_replicas: int = 4
     lr: float = 0.1
     """Langevin step size (full-batch gradient descent)."""
     lrs: list[float] = [0.4, 0.2, 0.1, 0.05]
     """SGD learning rates (``noise = "sgd"``)."""
     batch_size: int = 8
-    replicas: int = 24
-    steps: int = 2000
+    replicas: int = 12
+    steps: int = 600
     """Budget in epochs (one step each at full batch); replicas still trapped are censored."""
     check_every: int = 25
-    n_pieces: int = 4
+    n_pieces: int = 2
     threshold: Optional[float] = None
-    saddle_steps: int = 20
+    saddle_steps: int = 10
     seed: int = 0
 
     def hash(self) -> str:
@@ -450,7 +450,9 @@ def summarize_mlp_escape(run_dir, figures: bool = True) -> dict:
         rec_t = rec.assign(first_passage_time=rec["first_passage_step"] * rec["lr"], budget_time=rec["steps_done"] * rec["lr"])
         tt = times.assign(tau=times["tau_time"], tau_lo=times["tau_lo_time"], tau_hi=times["tau_hi_time"])
         out["figures"] = [
-            save(level_survival_plot(rec_t, title=f"survival in the trapped trivial phase: {title}", level_label=level,
+            save(level_survival_plot(rec_t, title=(f"survival in the trapped trivial phase: {title}" + (
+                f"\nnoise-free control (T = 0): {int(ctrl['escaped'].sum())}/{len(ctrl)} escaped" if len(ctrl) else "")),
+                level_label=level,
                                      time_col="first_passage_time", budget_col="budget_time", xlabel="time  lr x steps",
                                      ylabel="fraction still trapped (train acc below threshold)"),
                  run_dir / "escape_survival.png"),

@@ -31,11 +31,11 @@ def level_survival_plot(rec, *, title: str, level_label: str, time_col: str = "f
     for j, (_, g) in enumerate(groups):
         n = len(g)
         fp = np.sort(g.loc[g["escaped"], time_col].to_numpy(np.float64))
-        t = np.concatenate([[0], fp, [budget]])
+        t = np.concatenate([[0], fp, [float(g[budget_col].max())]])  # each level to its own budget
         s = np.concatenate([[1.0], 1.0 - np.arange(1, len(fp) + 1) / n, [1.0 - len(fp) / n]])
         ax.step(t, np.maximum(s, 0.5 / n), where="post", color=cmap(0.85 * j / max(len(groups) - 1, 1)),
                 label=f"{level_label} = {float(g['temperature'].iloc[0]):.3g}: {len(fp)}/{n} escaped")
-    ax.axvline(budget, color="0.4", ls=":", lw=1.2, label=f"budget {budget:.0f} (censored after)")
+    ax.axvline(budget, color="0.4", ls=":", lw=1.2, label=f"longest budget {budget:.0f} (censored after)")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -72,8 +72,11 @@ def level_arrhenius_plot(times, fit, *, title: str, xlabel: str, ylabel: str, ba
             ax.plot(xs, barrier * xs + c_b, "C3--", label=f"slope = {barrier_label}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    span = np.exp(np.nanmax(y[ok]) - np.nanmin(y[ok])) if ok.sum() > 1 else 1.0
-    ax.set_title(f"{title}\n(measured times span x{span:.1f})", fontsize=9)
+    if ok.sum() > 1:
+        sub = f"measured times span x{np.exp(np.nanmax(y[ok]) - np.nanmin(y[ok])):.1f}"
+    else:
+        sub = "no escapes at two or more levels: no fit; lower bounds only" if ok.sum() == 0 else "escapes at one level only: no fit"
+    ax.set_title(f"{title}\n({sub})", fontsize=9)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     fig.set_layout_engine("constrained")
     return fig

@@ -220,7 +220,8 @@ def grok_escape_figure(delays: pd.DataFrame, fit: dict, path, *, title: str) -> 
     a2.set_xlabel("1 / T" + ("   (T = lr / batch)" if delays["noise"].iloc[0] == "sgd" else "   (Langevin temperature)"))
     a2.set_ylabel("ln tau   (mean delay in lr x steps)")
     a2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
-    a2.set_title("Arrhenius test of the delay", fontsize=9)
+    a2.set_title("Arrhenius test of the delay" + ("" if np.isfinite(fit.get("dF", np.nan)) else
+                 f": {fit.get('events', 0)} generalised, no fit (lower bounds only)"), fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.set_layout_engine("constrained")
     out = save_figure(fig, path, bbox_inches="tight")
