@@ -53,7 +53,6 @@ def register(app: typer.Typer) -> None:
         """
         from phaseprobe.commands.sweep import reporter
         from phaseprobe.engine import get_engine
-        from phaseprobe.engine.grid import parse_grid, run_grid, summarize_grid
         from phaseprobe.errors import SpecError
         from phaseprobe.escape.spec import EscapeSpec, make_escape_spec
         from phaseprobe.experiment import get_kind, run_experiment
@@ -76,30 +75,19 @@ def register(app: typer.Typer) -> None:
             raise SpecError(f"escape: unexpected argument(s) '{' '.join(extra)}'; grid fields go after --grid, e.g. --grid alpha=0.12,0.15")
         data: dict = {}
 
-        def floats(text, field):
-            try:
-                return [float(v) for v in text.split(",") if v.strip()]
-            except ValueError:
-                raise SpecError(f"{field}: '{text}' is not a comma-separated list of numbers; e.g. '3,4,5'") from None
-
         for k, v in (("alpha", alpha), ("depth", depth), ("width", width), ("replicas", replicas), ("steps", steps), ("lr", lr)):
             if v is not None:
                 data[k] = v
         if temperatures is not None:
-            data["temperatures"] = floats(temperatures, "temperatures")
+            data["temperatures"] = float_list(temperatures, "temperatures")
         if ratios is not None:
-            data["barrier_ratios"] = floats(ratios, "barrier_ratios")
+            data["barrier_ratios"] = float_list(ratios, "barrier_ratios")
         data = apply_overrides(data, sets)
         spec = make_escape_spec(data)
         eng = get_engine(engine, **({"address": address} if address else {}))
         t0 = time.perf_counter()
         if grid and extra:
-            fields = parse_grid(extra, EscapeSpec)
-            with reporter(out) as prog:
-                run_grid(data, fields, out, engine=eng, kind="escape", progress=prog,
-                         banner=f"[bold]phaseprobe escape[/bold] grid -> {out}")
-            summarize_grid(out, figures=not no_figures)
-            console.print(f"done in {time.perf_counter() - t0:.1f} s; cells in {out}/cells, summary {out}/cells.csv")
+            run_escape_grid(data, extra, EscapeSpec, "escape", out, eng, no_figures, t0)
             return
         b = spec.barrier()
         banner = (f"[bold]phaseprobe escape[/bold] depth {spec.depth} width {spec.width}, s = {spec.singular_value:g}, "
@@ -124,3 +112,26 @@ def register(app: typer.Typer) -> None:
                       f"{int(a['escapes'])} escapes, {int(a['censored'])} censored")
         if not no_figures:
             con.print(f"figures: {out}/escape_survival.png, {out}/escape_arrhenius.png")
+
+
+def float_list(text: str, field: str) -> list[float]:
+    """A comma-separated list of numbers from a flag; one line naming ``field`` when it is not one."""
+    from phaseprobe.errors import SpecError
+
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SpecError(f"{field}: '{text}' is not a comma-separated list of numbers; e.g. '3,4,5'") from None
+
+
+def run_escape_grid(data: dict, extra: list, spec_type, kind: str, out: Path, eng, no_figures: bool, t0: float) -> None:
+    """``--grid`` for an escape kind: one sub-run per cell under ``out/cells`` and their summary."""
+    from phaseprobe.commands.sweep import reporter
+    from phaseprobe.engine.grid import parse_grid, run_grid, summarize_grid
+
+    fields = parse_grid(extra, spec_type)
+    label = "phaseprobe escape" + (" --system mlp" if kind == "escape-mlp" else "")
+    with reporter(out) as prog:
+        run_grid(data, fields, out, engine=eng, kind=kind, progress=prog, banner=f"[bold]{label}[/bold] grid -> {out}")
+    summarize_grid(out, figures=not no_figures)
+    console.print(f"done in {time.perf_counter() - t0:.1f} s; cells in {out}/cells, summary {out}/cells.csv")

@@ -16,7 +16,7 @@ def run_mlp_escape_command(cli, *, sets, grid, alpha, depth, width, replicas, te
     from phaseprobe.commands.show import print_frame
     from phaseprobe.commands.sweep import reporter
     from phaseprobe.engine import get_engine
-    from phaseprobe.engine.grid import parse_grid, run_grid, summarize_grid
+    from phaseprobe.commands.escape import float_list, run_escape_grid
     from phaseprobe.errors import SpecError
     from phaseprobe.escape.mlp import MLPEscapeSpec, make_mlp_escape_spec, summarize_mlp_escape
     from phaseprobe.experiment import run_experiment
@@ -26,34 +26,23 @@ def run_mlp_escape_command(cli, *, sets, grid, alpha, depth, width, replicas, te
     if extra and not grid:
         raise SpecError(f"escape: unexpected argument(s) '{' '.join(extra)}'; grid fields go after --grid, e.g. --grid alpha=0.015,0.02")
 
-    def floats(text, field):
-        try:
-            return [float(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise SpecError(f"{field}: '{text}' is not a comma-separated list of numbers; e.g. '3,4,5'") from None
-
     data: dict = {}
     for k, v in (("alpha", alpha), ("depth", depth), ("width", width), ("replicas", replicas), ("steps", steps),
                  ("lr", lr), ("noise", noise), ("dataset", dataset), ("batch_size", batch)):
         if v is not None:
             data[k] = v
     if temperatures is not None:
-        data["temperatures"] = floats(temperatures, "temperatures")
+        data["temperatures"] = float_list(temperatures, "temperatures")
     if ratios is not None:
-        data["barrier_ratios"] = floats(ratios, "barrier_ratios")
+        data["barrier_ratios"] = float_list(ratios, "barrier_ratios")
     if lrs is not None:
-        data["lrs"] = floats(lrs, "lrs")
+        data["lrs"] = float_list(lrs, "lrs")
     data = apply_overrides(data, sets)
     spec = make_mlp_escape_spec(data)
     eng = get_engine(engine, **({"address": address} if address else {}))
     t0 = time.perf_counter()
     if grid and extra:
-        fields = parse_grid(extra, MLPEscapeSpec)
-        with reporter(out) as prog:
-            run_grid(data, fields, out, engine=eng, kind="escape-mlp", progress=prog,
-                     banner=f"[bold]phaseprobe escape --system mlp[/bold] grid -> {out}")
-        summarize_grid(out, figures=not no_figures)
-        console.print(f"done in {time.perf_counter() - t0:.1f} s; cells in {out}/cells, summary {out}/cells.csv")
+        run_escape_grid(data, extra, MLPEscapeSpec, "escape-mlp", out, eng, no_figures, t0)
         return
     levels = (f"learning rates {spec.lrs} x batch {spec.batch_size}" if spec.noise == "sgd" else
               (f"temperatures {spec.temperatures}" if spec.temperatures is not None

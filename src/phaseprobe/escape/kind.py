@@ -215,20 +215,36 @@ def load_escape_model(run, *, temperature_index: int, replica: int, piece: str |
 
 def show_escape(run, con, wide: bool = False) -> None:
     """``phaseprobe show``: what is stored, the per-temperature escape table and the Arrhenius fit."""
+    spec = make_escape_spec(dict(run.spec))
+    show_escape_tables(run, con, wide, plan_escape(spec)[0].units[0].pieces, f"criterion: {criterion_text(spec)}",
+                       analyse_escape, _SHOW_COLUMNS)
+
+
+def show_escape_tables(run, con, wide: bool, pieces, header: str, analyse, columns: dict) -> None:
+    """What every escape kind's ``show`` prints: the stored pieces, then its tables (analysed first
+    when the store holds escapes but no tables yet), escape times shown as the bounds they are.
+
+    **Arguments:**
+
+    - `run`: the opened run; `con`: the rich console; `wide`: every column.
+    - `pieces`: the pieces the run plans; `header`: what follows the piece count on the first line.
+    - `analyse`: ``analyse(run_dir, figures=False)`` writes the tables.
+    - `columns`: table name -> the columns shown without `wide`.
+
+    **Returns:** nothing; prints.
+    """
     from phaseprobe.commands.show import print_frame
     from phaseprobe.runs import open_run
 
-    spec = make_escape_spec(dict(run.spec))
     done = run.store.done_pieces()
-    pieces = plan_escape(spec)[0].units[0].pieces
-    con.print(f"{sum(p in done for p in pieces)}/{len(pieces)} pieces in the store; criterion: {criterion_text(spec)}")
+    con.print(f"{sum(p in done for p in pieces)}/{len(pieces)} pieces in the store; {header}")
     tables = dict(run.tables)
     if any(p != PREPARE for p in done) and not {"escape_times", "arrhenius"} <= set(tables):
-        analyse_escape(run.path, figures=False)
+        analyse(run.path, figures=False)
         tables = dict(open_run(run.path).tables)
     if "escape_times" in tables:
         tables["escape_times"] = _bounded_taus(tables["escape_times"])
-    for name, cols in _SHOW_COLUMNS.items():
+    for name, cols in columns.items():
         if name in tables:
             tab = tables[name] if wide else tables[name][[c for c in cols if c in tables[name].columns]]
             print_frame(con, tab, name, max_cols=len(tab.columns))

@@ -46,9 +46,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from phaseprobe.errors import PhaseprobeError, SpecError
+from phaseprobe.escape.kind import PREPARE
 from phaseprobe.experiment import ExperimentKind, Phase, PlainUnit
 
-PREPARE = "prepare"
 NOISES = ("langevin", "sgd")
 
 
@@ -467,27 +467,14 @@ def summarize_mlp_escape(run_dir, figures: bool = True) -> dict:
 
 def show_mlp_escape(run, con, wide: bool = False) -> None:
     """``phaseprobe show``: what is stored, the per-level escape table and the fit."""
-    from phaseprobe.commands.show import print_frame
-    from phaseprobe.escape.kind import _bounded_taus
-    from phaseprobe.runs import open_run
+    from phaseprobe.escape.kind import show_escape_tables
 
     spec = make_mlp_escape_spec(dict(run.spec))
-    done = run.store.done_pieces()
-    pieces = plan_mlp_escape(spec)[0].units[0].pieces
-    con.print(f"{sum(p in done for p in pieces)}/{len(pieces)} pieces in the store; noise {spec.noise}")
-    tables = dict(run.tables)
-    if any(p != PREPARE for p in done) and not {"escape_times", "arrhenius"} <= set(tables):
-        summarize_mlp_escape(run.path, figures=False)
-        tables = dict(open_run(run.path).tables)
-    if "escape_times" in tables:
-        tables["escape_times"] = _bounded_taus(tables["escape_times"])
     cols = {"escape_times": ["temperature", "lr", "escaped", "censored_frac", "tau_steps", "tau_lo", "tau_hi", "tau_time"],
             "arrhenius": ["noise", "dF_fit", "dF_lo", "dF_hi", "barrier", "barrier_source", "barrier_path_max",
                           "dF_over_barrier", "escapes", "censored", "control_escaped"]}
-    for name, cs in cols.items():
-        if name in tables:
-            tab = tables[name] if wide else tables[name][[c for c in cs if c in tables[name].columns]]
-            print_frame(con, tab, name, max_cols=len(tab.columns))
+    show_escape_tables(run, con, wide, plan_mlp_escape(spec)[0].units[0].pieces, f"noise {spec.noise}",
+                       summarize_mlp_escape, cols)
 
 
 def analyse_mlp_escape(run_dir, figures: bool = True) -> dict:
