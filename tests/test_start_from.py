@@ -26,7 +26,7 @@ def _dln(**kw):
     d = dict(name="dln", dataset="lowrank-linear",
              data_options=dict(singular_values=[2.0], in_dim=4, out_dim=1, n_train=32, n_test=32),
              model="linear", depth=3, width=6, alphas=GRID, mode="up", seeds=2, loss="mse",
-             optimizer="gd", lr=0.05, epochs=300, chunk_size=8)
+             optimizer="gd", lr=0.05, epochs=40, chunk_size=8)  # short: the chains have not converged, so where they start shows
     d.update(kw)
     return make_spec(d)
 
@@ -53,14 +53,14 @@ def test_chain_from_a_stored_model_repeats_the_source_chain(source):
 
 
 def test_a_few_steps_from_the_source_stay_at_its_minimum(source):
-    """Three GD steps from the stored minimum stay there; three from a fresh init do not."""
+    """Three GD steps from the stored model stay near it (within 1 %); three from a fresh init do not."""
     start = {"run": str(source / "source"), "branch": "up", "alpha_index": 2}
     cont = run_sweep(_dln(alphas=GRID[2:3], epochs=3, start_from=start), source / "few-steps")
     fresh = run_sweep(_dln(alphas=GRID[2:3], epochs=3), source / "few-steps-fresh")
     src = open_run(source / "source").records
     want = src[(src.alpha_index == 2) & src.final].sort_values("seed").w_sq.to_numpy()
     got = cont[cont.final].sort_values("seed").w_sq.to_numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-3)
+    np.testing.assert_allclose(got, want, rtol=1e-2)
     assert not np.allclose(fresh[fresh.final].sort_values("seed").w_sq.to_numpy(), want, rtol=0.1)
 
 
