@@ -18,18 +18,80 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
-def _out_console() -> Console:
-    c = Console()
-    return c if c.is_terminal else Console(width=160)
+def _out_console(wide: bool = False) -> Console:
+    """The console the tables print to: the terminal's width (80 columns when it says nothing),
+    or as wide as every table needs with ``--wide``."""
+    from phaseprobe.plots.tables import table_console
+
+    return table_console(wide)
 
 
 def _index_cell(c: dict) -> str:
     """The certificate's Hessian count with its threshold (``tol`` = ``hess_rel_tol * sigma_1``)."""
+    from phaseprobe.plots.tables import DASH, fmt_num
+
     if not c:
-        return "-"
+        return DASH
     if c.get("index", -1) < 0:
         return "not computed"
-    return f"{c['index']} (tol {c['hess_tol']:.2g})"
+    return f"{int(c['index'])} (tol {fmt_num(c['hess_tol'], 2)})"
+
+
+_SADDLE_KIND = {"higher_order_saddle": "higher-order", "strict_saddle": "strict", "not_critical": "not critical"}
+
+
+def plateau_rows(plateaus) -> list[dict]:
+    """One row per plateau of a single dln run, for :func:`print_plateaus` (the certificate's
+    fields flattened; a plateau without a certificate reads ``not certified``).
+
+    **Arguments:**
+
+    - `plateaus`: the :class:`~phaseprobe.dynamics.plateaus.LossPlateau` list of ``analyse_dln_run``.
+
+    **Returns:** a list of dicts.
+    """
+    from phaseprobe.plots.tables import fmt_num
+
+    rows = []
+    for p in plateaus:
+        c = p.certificate or {}
+        rows.append({"index": int(p.index), "t_start": p.t_start, "t_end": p.t_end, "level": p.level,
+                     "oracle_level": p.oracle_level, "rank": int(p.rank),
+                     "learned_sv": ", ".join(fmt_num(float(x), 4) for x in p.learned_sv) or "none",
+                     "t_escape": p.t_escape,
+                     "kind": _SADDLE_KIND.get(c.get("kind"), c.get("kind")) if c else "not certified",
+                     "hess_index": _index_cell(c), "min_eig": c.get("min_eig"), "escape_order": c.get("escape_order")})
+    return rows
+
+
+def print_plateaus(con: Console, plateaus, slope_tol: float) -> list[str]:
+    """The plateaus of a single dln run and their saddles, fitted to ``con.width`` (the least
+    important columns left out first and named; a ``--wide`` console shows them all).
+
+    **Arguments:**
+
+    - `con`: the console (:func:`phaseprobe.plots.tables.table_console`).
+    - `plateaus`: the run's :class:`~phaseprobe.dynamics.plateaus.LossPlateau` list.
+    - `slope_tol`: the plateau threshold on ``|d log E / d log t|`` (for the title).
+
+    **Returns:** the headers left out.
+    """
+    from phaseprobe.plots.tables import Col, fmt_count, print_fitted
+
+    cols = [Col("index", "plateau", fmt=lambda r: fmt_count(r["index"])),
+            Col("t_start", "t start", digits=4, priority=2), Col("t_end", "t end", digits=4, priority=2),
+            Col("level", "loss E", digits=5), Col("oracle_level", "oracle 1/2 sum s_i^2", digits=5, priority=3),
+            Col("rank", "rank", fmt=lambda r: fmt_count(r["rank"])),
+            Col("learned_sv", "learned singular values", justify="left", priority=5),
+            Col("t_escape", "escape t", digits=4, missing="not reached", priority=1),
+            Col("kind", "saddle", justify="left", priority=1),
+            Col("hess_index", "Hessian eigs < -tol", fmt=lambda r: r["hess_index"], priority=4),
+            Col("min_eig", "lambda_min(H)", priority=4), Col("escape_order", "escape order", digits=3, priority=3)]
+    dropped = print_fitted(con, plateau_rows(plateaus), cols,
+                           title=f"plateaus (|d log E / d log t| < {slope_tol}) and their saddles")
+    con.print("t: integration time, lr x steps; oracle: 1/2 sum of the teacher's s_i^2 beyond the rank"
+              + ("" if any(p.certificate for p in plateaus) or not plateaus else "; saddles not certified (--certify)"))
+    return dropped
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +122,7 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("local", help="local (in-process) or ray"),
         address: Optional[str] = typer.Option(None, help="Ray address: auto, HOST:PORT, or local (a private Ray instance)"),
         no_figures: bool = typer.Option(False, "--no-figures", help="skip figures and the report"),
+        wide: bool = typer.Option(False, "--wide", help="print every table column (default: fit the terminal, 80 columns)"),
     ):
         """Deep linear networks: plateaus and saddles of one run, the gamma x width phase diagram
         (--phase-diagram) or escape times against the init scale (--escape).
@@ -119,13 +182,13 @@ def register(app: typer.Typer) -> None:
         grid_fields = parse_grid(extra, type(spec)) if spec_grid else None
         eng = get_engine(engine, **({"address": address} if address else {}))
         if grid_fields is not None:
-            _run_spec_grid(kind, data, grid_fields, out, eng, no_figures)
+            _run_spec_grid(kind, data, grid_fields, out, eng, no_figures, wide)
         elif phase:
-            _run_phase_diagram(spec, out, eng, no_figures)
+            _run_phase_diagram(spec, out, eng, no_figures, wide)
         elif escape:
-            _run_escape(spec, out, eng, no_figures)
+            _run_escape(spec, out, eng, no_figures, wide)
         else:
-            _run_one(spec, out, eng, no_figures)
+            _run_one(spec, out, eng, no_figures, wide)
 
 
 def _reporter(out: Path):
@@ -134,12 +197,11 @@ def _reporter(out: Path):
     return reporter(out)
 
 
-def _run_one(spec, out: Path, eng, no_figures: bool) -> None:
-    from rich.table import Table
-
+def _run_one(spec, out: Path, eng, no_figures: bool, wide: bool = False) -> None:
     from phaseprobe.dynamics.analysis import analyse_dln_run
     from phaseprobe.dynamics.kind import DLN
     from phaseprobe.experiment import run_experiment
+    from phaseprobe.plots.tables import fmt_num
 
     te = spec.teacher
     banner = (f"[bold]phaseprobe dln[/bold] {spec.name}: depth {spec.depth}, width {spec.width}, sigma {spec.sigma:.3g}"
@@ -151,29 +213,19 @@ def _run_one(spec, out: Path, eng, no_figures: bool) -> None:
         run_experiment(DLN, spec, out, engine=eng, progress=prog, banner=banner)
         res = analyse_dln_run(out, figures=not no_figures, progress=prog)
     console.print(f"done in {time.perf_counter() - t0:.1f} s")
-    t = Table(title=f"plateaus (|d log E / d log t| < {spec.plateaus['slope_tol']}) and their saddles")
-    for c in ("#", "t start", "t end", "loss", "oracle 1/2 sum s_i^2", "rank", "learned singular values", "escape t", "kind",
-              "Hessian eigs < -tol", "lambda_min", "escape order"):
-        t.add_column(c, justify="right")
-    short = {"higher_order_saddle": "higher-order", "strict_saddle": "strict", "not_critical": "not critical"}
-    for p in res["plateaus"]:
-        c = p.certificate or {}
-        t.add_row(str(p.index), f"{p.t_start:.4g}", f"{p.t_end:.4g}", f"{p.level:.5g}", f"{p.oracle_level:.5g}", str(p.rank),
-                  ", ".join(f"{x:.4g}" for x in p.learned_sv), f"{p.t_escape:.4g}", short.get(c.get("kind"), c.get("kind", "-")),
-                  _index_cell(c), f"{c['min_eig']:.3g}" if c else "-", f"{c['escape_order']:.2f}" if c else "-")
-    _out_console().print(t)
-    _out_console().print("oracle escape times (loss halfway between rank k-1 and rank k levels): "
-                         + ", ".join(f"t_{k} = {v:.4g}" for k, v in enumerate(res["escape_times"], start=1)))
+    con = _out_console(wide)
+    print_plateaus(con, res["plateaus"], spec.plateaus["slope_tol"])
+    con.print("oracle escape times (loss halfway between rank k-1 and rank k levels): "
+              + ", ".join(f"t_{k} = {fmt_num(v, 4, 'never')}" for k, v in enumerate(res["escape_times"], start=1)))
     if not no_figures:
         console.print(f"figures: {', '.join(str(f) for f in res['figures'])}; report: {out}/report.html")
 
 
-def _run_phase_diagram(spec, out: Path, eng, no_figures: bool) -> None:
-    from rich.table import Table
-
+def _run_phase_diagram(spec, out: Path, eng, no_figures: bool, wide: bool = False) -> None:
     from phaseprobe.dynamics.analysis import analyse_dln_phase_grid, seed_means
     from phaseprobe.dynamics.kind import DLN_PHASE_GRID
     from phaseprobe.experiment import run_experiment
+    from phaseprobe.plots.tables import Col, fmt_count, fmt_num, print_fitted
 
     g = spec.grid
     n = len(g.gammas) * len(g.seeds)
@@ -185,26 +237,30 @@ def _run_phase_diagram(spec, out: Path, eng, no_figures: bool) -> None:
         run_experiment(DLN_PHASE_GRID, spec, out, engine=eng, progress=prog, banner=banner)
     res = analyse_dln_phase_grid(out, figures=not no_figures)
     console.print(f"done in {time.perf_counter() - t0:.1f} s")
-    s = seed_means(res["summary"])
-    t = Table(title="order parameters (seed means)")
-    for c in ("gamma", "width", "||theta_end - theta_0||", "relative", "plateaus", "first escape t"):
-        t.add_column(c, justify="right")
-    for r in s.itertuples(index=False):
-        t.add_row(f"{r.gamma:g}", str(r.width), f"{r.disp_abs:.4g}", f"{r.disp_rel:.4g}", f"{r.n_plateaus:.1f}", f"{r.t_escape_1:.4g}")
-    _out_console().print(t)
+    con = _out_console(wide)
+    print_fitted(con, seed_means(res["summary"]), [
+        Col("gamma", "gamma"), Col("width", "width", fmt=lambda r: fmt_count(r["width"])),
+        Col("disp_abs", "||theta_end - theta_0||", digits=4, priority=1),
+        Col("disp_rel", "relative", digits=4),
+        Col("n_plateaus", "plateaus", digits=2, priority=2),
+        Col("t_escape_1", "first escape t", digits=4, missing="not reached")],
+        title=f"order parameters (means over {len(g.seeds)} seed{'s' if len(g.seeds) != 1 else ''}; "
+              "relative = ||theta_end - theta_0|| / ||theta_0||; t = lr x steps)")
     for col, tr in res["located"].items():
-        pairs = ", ".join(f"{a}-{b}: {gc:.3f}" for a, b, gc in zip(tr["pairs"]["w_lo"], tr["pairs"]["w_hi"], tr["pairs"]["gamma_c"]))
-        _out_console().print(f"transition from the width exponent of {col}: gamma_c = {tr['gamma_c']:.3f}  (per width pair: {pairs})")
+        pairs = ", ".join(f"{a}-{b}: {fmt_num(gc, 4, 'no crossing')}"
+                          for a, b, gc in zip(tr["pairs"]["w_lo"], tr["pairs"]["w_hi"], tr["pairs"]["gamma_c"]))
+        con.print(f"transition from the width exponent of {col}: gamma_c = "
+                  f"{fmt_num(tr['gamma_c'], 4, 'not found (the exponent does not cross 0 over these gammas)')}"
+                  f"  (per width pair: {pairs or 'none'})")
     if not no_figures:
         console.print(f"figures: {', '.join(str(f) for f in res['figures'])}; report: {out}/report.html")
 
 
-def _run_escape(spec, out: Path, eng, no_figures: bool) -> None:
-    from rich.table import Table
-
+def _run_escape(spec, out: Path, eng, no_figures: bool, wide: bool = False) -> None:
     from phaseprobe.dynamics.analysis import analyse_dln_escape
     from phaseprobe.dynamics.kind import DLN_ESCAPE
     from phaseprobe.experiment import run_experiment
+    from phaseprobe.plots.tables import Col, fmt_count, print_fitted
 
     es = spec.escape
     banner = (f"[bold]phaseprobe dln --escape[/bold] {spec.name}: depths {es['depths']}, width {es['width']}, "
@@ -214,17 +270,22 @@ def _run_escape(spec, out: Path, eng, no_figures: bool) -> None:
         run_experiment(DLN_ESCAPE, spec, out, engine=eng, progress=prog, banner=banner)
     res = analyse_dln_escape(out, figures=not no_figures)
     console.print(f"done in {time.perf_counter() - t0:.1f} s")
-    t = Table(title="escape times: measured scaling vs theory")
-    for c in ("depth", "escape k", "measure", "measured", "theory"):
-        t.add_column(c, justify="right")
-    for r in res["fits"].itertuples(index=False):
-        t.add_row(str(r.depth), str(r.k), r.measure, f"{r.measured:.4f}", f"{r.theory:.4f}")
-    _out_console().print(t)
+    con = _out_console(wide)
+    fits = res["fits"]
+    if fits is None or len(fits) == 0:
+        con.print("escape times: no fit (each fit needs escapes at two init scales or more)")
+    else:
+        print_fitted(con, fits, [
+            Col("depth", "depth", fmt=lambda r: fmt_count(r["depth"])),
+            Col("k", "escape k", fmt=lambda r: fmt_count(r["k"])),
+            Col("measure", "measure", justify="left"),
+            Col("measured", "measured", digits=4), Col("theory", "theory", digits=4)],
+            title="escape times: measured scaling vs theory (t = lr x steps)")
     if not no_figures:
         console.print(f"figures: {', '.join(str(f) for f in res['figures'])}; report: {out}/report.html")
 
 
-def _run_spec_grid(kind: str, data: dict, grid_fields: dict, out: Path, eng, no_figures: bool) -> None:
+def _run_spec_grid(kind: str, data: dict, grid_fields: dict, out: Path, eng, no_figures: bool, wide: bool = False) -> None:
     """``--grid field=v1,v2``: one run of ``kind`` per cell under OUT/cells/, one report with a facet per cell."""
     from phaseprobe.engine.grid import expand, run_grid, summarize_grid
 
@@ -238,6 +299,6 @@ def _run_spec_grid(kind: str, data: dict, grid_fields: dict, out: Path, eng, no_
     res = summarize_grid(out, figures=not no_figures)
     from phaseprobe.commands.sweep import print_cells
 
-    print_cells(_out_console(), res["cells"])
+    print_cells(_out_console(wide), res["cells"])
     if not no_figures:
         console.print(f"report: {out}/report.html (one section per cell); cells: {out}/cells.csv")

@@ -23,9 +23,12 @@ def _floats(text: Optional[str], field: str):
         raise SpecError(f"{field}: cannot read '{text}'; give comma-separated numbers, e.g. 0,0.3,1") from None
 
 
-def _out_console() -> Console:
-    c = Console()
-    return c if c.is_terminal else Console(width=160)
+def _out_console(wide: bool = False) -> Console:
+    """The console the tables print to: the terminal's width (80 columns when it says nothing),
+    or as wide as every table needs with ``--wide``."""
+    from phaseprobe.plots.tables import table_console
+
+    return table_console(wide)
 
 
 def _reporter(out: Path):
@@ -59,6 +62,7 @@ def register(app: typer.Typer) -> None:
         grid: List[str] = typer.Option([], "--grid", help="Spec grid, one grok run per cell: --grid p=23,47 lr=0.001,0.003 "
                                        "(space-separated or repeated; list values in brackets: init_scales=[1],[1,2])."),
         no_figures: bool = typer.Option(False, "--no-figures", help="skip figures and the report"),
+        wide: bool = typer.Option(False, "--wide", help="print every table column (default: fit the terminal, 80 columns)"),
     ):
         """Grokking on (a op b) mod p: delay vs weight decay and init scale, hysteresis, geometry.
 
@@ -87,7 +91,7 @@ def register(app: typer.Typer) -> None:
         grid_fields = parse_grid(list(grid) + list(cli.args), GrokSpec) if grid else None
         eng = get_engine(engine, **({"address": address} if address else {}))
         if grid_fields is not None:
-            _run_grid_command(data, grid_fields, out, eng, no_figures)
+            _run_grid_command(data, grid_fields, out, eng, no_figures, wide)
             return
         from phaseprobe.experiment import run_experiment
         from phaseprobe.grokking.kind import GROK
@@ -109,12 +113,12 @@ def register(app: typer.Typer) -> None:
         res = got["result"]
         console.print(f"done in {t1 - t0:.1f} s ({', '.join(f'{k} {v:.0f} s' for k, v in res.seconds.items())} of "
                       f"training in the store); analysis {time.perf_counter() - t1:.1f} s")
-        print_grok_tables(res, spec, _out_console())
+        print_grok_tables(res, spec, _out_console(wide))
         if not no_figures:
             console.print(f"figures: {', '.join(str(f) for f in res.figures)}; report: {out}/report.html")
 
 
-def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures: bool) -> None:
+def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures: bool, wide: bool = False) -> None:
     """``--grid``: one grok run per cell under OUT/cells/, one report with a facet per cell."""
     from phaseprobe.engine.grid import expand, run_grid, summarize_grid
 
@@ -129,6 +133,6 @@ def _run_grid_command(data: dict, grid_fields: dict, out: Path, eng, no_figures:
     res = summarize_grid(out, figures=not no_figures)
     from phaseprobe.commands.sweep import print_cells
 
-    print_cells(_out_console(), res["cells"])
+    print_cells(_out_console(wide), res["cells"])
     if not no_figures:
         console.print(f"report: {out}/report.html (one section per cell); cells: {out}/cells.csv")

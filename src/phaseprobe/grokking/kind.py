@@ -66,62 +66,7 @@ def show_grok(run, console, wide: bool = False) -> None:
     df = run.records
     if not df.empty and "stage" in df.columns:
         console.print(f"{len(df)} records; by stage: " + ", ".join(f"{k} {len(g)}" for k, g in df.groupby("stage", sort=False)))
-    _print_fitted_grok_tables(res, spec, console)
-
-
-def _summary_text(d: dict) -> str:
-    """The hysteresis summary for a reader: ``loop L: key = value, ...``; a value never reached
-    reads ``not reached`` (never ``nan``), yes/no for flags."""
-    from phaseprobe.plots.tables import fmt_num
-
-    def one(x):
-        return ", ".join(f"{k} = {fmt_num(v, 4, 'not reached')}" for k, v in x.items())
-
-    if d and all(isinstance(v, dict) for v in d.values()):
-        return "; ".join(f"loop {k}: {one(v)}" for k, v in d.items())
-    return one(d or {})
-
-
-def _print_fitted_grok_tables(res, spec, console) -> None:
-    """The delays, the hysteresis loop and the geometry as tables fitted to ``console.width``
-    (units in the headers, ``not reached`` for a time the member never reached; a console as
-    wide as ``show --wide``'s shows every column)."""
-    from phaseprobe.plots.tables import Col, fmt_num, print_fitted
-
-    if res.records is None or res.records.empty:
-        console.print("no finished grid records yet (rerun the same command to resume)")
-        return
-    s0 = res.summary.groupby(["init_scale", "weight_decay"], as_index=False).agg(
-        phase=("final_phase", lambda v: "/".join(sorted(set(v)))))
-    d = res.delays.merge(s0, on=["init_scale", "weight_decay"])
-    steps = lambda k: (lambda r: fmt_num(r.get(k), 4, "not reached"))  # noqa: E731
-    print_fitted(console, d, [
-        Col("init_scale", "init scale"), Col("weight_decay", "beta (weight decay)"),
-        Col("t_train", "t_train (steps)", fmt=steps("t_train"), priority=2),
-        Col("t_test", "t_test (steps)", fmt=steps("t_test"), priority=2),
-        Col("delay", "delay (steps)", fmt=steps("delay")), Col("final_test_acc", "final test acc", priority=1),
-        Col("phase", "final phase", justify="left")],
-        title=f"grokking delay (test acc >= {spec.test_threshold}, train acc >= {spec.train_threshold})")
-    if res.hysteresis_curves is not None:
-        print_fitted(console, res.hysteresis_curves, [
-            Col("loop", "loop", justify="left", priority=3), Col("branch", "branch", justify="left"),
-            Col("weight_decay", "beta", digits=4), Col("train_acc", "train acc", priority=1), Col("test_acc", "test acc"),
-            Col("w_sq", "||w||^2", digits=4, priority=2), Col("phase", "phase", justify="left")],
-            title="warm-started weight-decay sweep (accuracy at the end of each point)", max_rows=40)
-        console.print("hysteresis: " + _summary_text(res.hysteresis_summary))
-    if res.geometry is not None:
-        g = res.geometry
-        tol = float(g["saddle_rel_tol"].max())
-        print_fitted(console, g, [
-            Col("point", "point", justify="left"), Col("weight_decay", "beta", priority=2), Col("step", "step", priority=3),
-            Col("test_acc", "test acc", priority=1), Col("saddle_index_L_label", "saddle index"),
-            Col("lambda_min_L", "lambda_min(H_L)"), Col("lambda_max_L", "lambda_max(H_L)", priority=2),
-            Col("R_L", "R_L", priority=1), Col("R_E", "R_E", priority=2), Col("grad_norm_L", "|grad L|", priority=3),
-            Col("method", "method", justify="left", priority=4)],
-            title="geometry: memorising plateau vs generalised solution (L = E + alpha ||w||^2)")
-        console.print(f"saddle index: eigenvalues of H_L below -{tol:.2g} max|lambda| ('>= n': a Lanczos lower bound)")
-    for note in res.notes:
-        console.print(note)
+    print_grok_tables(res, spec, console)
 
 
 def _pick(values, want, field: str) -> float:

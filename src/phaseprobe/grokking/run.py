@@ -199,12 +199,23 @@ def write_figures(res: GrokResult, spec: GrokSpec) -> list[Path]:
 
 
 def fmt_summary(d: dict) -> str:
-    """One line per loop: ``loop: key = value, ...``."""
-    def one(x):
-        return ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in x.items())
+    """The hysteresis summary for a reader, one part per loop: ``loop L: key = value, ...``; a
+    value never reached reads ``not reached`` (never ``nan``), flags read yes/no.
+
+    **Arguments:**
+
+    - `d`: :func:`~phaseprobe.grokking.metastable.hysteresis_summaries` (loop -> dict) or one loop's dict.
+
+    **Returns:** the text.
+    """
+    from phaseprobe.plots.tables import fmt_num
+
+    def one(x):  # a weight decay never reached reads "not reached"; an area with no overlap of the branches "—"
+        return ", ".join(f"{k} = {fmt_num(v, 4, '—' if k.startswith('area') else 'not reached')}" for k, v in x.items())
+
     if d and all(isinstance(v, dict) for v in d.values()):
         return "; ".join(f"loop {k}: {one(v)}" for k, v in d.items())
-    return one(d)
+    return one(d or {})
 
 
 def write_grok_report(res: GrokResult, spec: GrokSpec) -> Path:
@@ -278,50 +289,50 @@ def load_grok(out: str | Path) -> tuple[GrokResult, GrokSpec]:
 
 
 def print_grok_tables(res: GrokResult, spec: GrokSpec, console) -> None:
-    """The delay table, the hysteresis branches and the geometry of a grokking run, as rich tables.
+    """The delays, the hysteresis loop and the geometry of a grokking run as tables fitted to
+    ``console.width``: units in the headers, ``not reached`` for a time a member never reached
+    (never ``nan``), the least important columns left out first and named below their table; a
+    console as wide as the tables need (``--wide``) shows every column. ``phaseprobe grok`` prints
+    them at the end of a run and ``phaseprobe show`` for a grokking folder.
 
     **Arguments:**
 
     - `res`, `spec`: from :func:`grok_result` (or :func:`analyse_grok`'s ``result``).
-    - `console`: a ``rich.console.Console``.
+    - `console`: a ``rich.console.Console`` (:func:`phaseprobe.plots.tables.table_console`).
     """
-    from rich.table import Table
+    from phaseprobe.plots.tables import Col, fmt_num, print_fitted
 
     if res.records is None or res.records.empty:
         console.print("no finished grid records yet (rerun the same command to resume)")
         return
-
-    t = Table(title=f"grokking delay (steps; test >= {spec.test_threshold}, train >= {spec.train_threshold})")
-    for c in ("init scale", "weight decay", "t_train", "t_test", "delay", "final test acc", "final phase"):
-        t.add_column(c, justify="right")
     s0 = res.summary.groupby(["init_scale", "weight_decay"], as_index=False).agg(
         phase=("final_phase", lambda v: "/".join(sorted(set(v)))))
     d = res.delays.merge(s0, on=["init_scale", "weight_decay"])
-    for r in d.itertuples(index=False):
-        f = lambda v: "-" if not (v == v) else f"{v:.0f}"  # noqa: E731  (NaN -> "-")
-        t.add_row(f"{r.init_scale:g}", f"{r.weight_decay:g}", f(r.t_train), f(r.t_test), f(r.delay),
-                  f"{r.final_test_acc:.3f}", r.phase)
-    console.print(t)
+    steps = lambda k: (lambda r: fmt_num(r.get(k), 4, "not reached"))  # noqa: E731
+    print_fitted(console, d, [
+        Col("init_scale", "init scale"), Col("weight_decay", "beta (weight decay)"),
+        Col("t_train", "t_train (steps)", fmt=steps("t_train"), priority=2),
+        Col("t_test", "t_test (steps)", fmt=steps("t_test"), priority=2),
+        Col("delay", "delay (steps)", fmt=steps("delay")), Col("final_test_acc", "final test acc", priority=1),
+        Col("phase", "final phase", justify="left")],
+        title=f"grokking delay (test acc >= {spec.test_threshold}, train acc >= {spec.train_threshold})")
     if res.hysteresis_curves is not None:
-        t = Table(title="warm-started weight-decay sweep (final accuracy at each point)")
-        for c in ("loop", "branch", "weight decay", "train acc", "test acc", "||w||^2", "phase"):
-            t.add_column(c, justify="right")
-        for r in res.hysteresis_curves.itertuples(index=False):
-            t.add_row(r.loop, r.branch, f"{r.weight_decay:.4g}", f"{r.train_acc:.3f}", f"{r.test_acc:.3f}", f"{r.w_sq:.4g}", r.phase)
-        console.print(t)
+        print_fitted(console, res.hysteresis_curves, [
+            Col("loop", "loop", justify="left", priority=3), Col("branch", "branch", justify="left"),
+            Col("weight_decay", "beta", digits=4), Col("train_acc", "train acc", priority=1), Col("test_acc", "test acc"),
+            Col("w_sq", "||w||^2", digits=4, priority=2), Col("phase", "phase", justify="left")],
+            title="warm-started weight-decay sweep (accuracy at the end of each point)", max_rows=40)
         console.print("hysteresis: " + fmt_summary(res.hysteresis_summary))
     if res.geometry is not None:
         g = res.geometry
-        t = Table(title="geometry: memorising plateau vs generalised solution (L = E + alpha ||w||^2)")
         tol = float(g["saddle_rel_tol"].max())
-        t.caption = f"saddle index: eigenvalues of H_L below -{tol:.2g} max|lambda| ('>= n': a Lanczos lower bound)"
-        for c in ("point", "wd", "step", "test acc", "saddle index", "lambda_min(H_L)", "lambda_max(H_L)", "R_L", "R_E",
-                  "|grad L|", "method"):
-            t.add_column(c, justify="right")
-        for r in g.itertuples(index=False):
-            t.add_row(r.point, f"{r.weight_decay:g}", str(r.step), f"{r.test_acc:.3f}", r.saddle_index_L_label,
-                      f"{r.lambda_min_L:.3g}", f"{r.lambda_max_L:.3g}", f"{r.R_L:.3g}", f"{r.R_E:.3g}",
-                      f"{r.grad_norm_L:.3g}", r.method)
-        console.print(t)
+        print_fitted(console, g, [
+            Col("point", "point", justify="left"), Col("weight_decay", "beta", priority=2), Col("step", "step", priority=3),
+            Col("test_acc", "test acc", priority=1), Col("saddle_index_L_label", "saddle index"),
+            Col("lambda_min_L", "lambda_min(H_L)"), Col("lambda_max_L", "lambda_max(H_L)", priority=2),
+            Col("R_L", "R_L", priority=1), Col("R_E", "R_E", priority=2), Col("grad_norm_L", "|grad L|", priority=3),
+            Col("method", "method", justify="left", priority=4)],
+            title="geometry: memorising plateau vs generalised solution (L = E + alpha ||w||^2)")
+        console.print(f"saddle index: eigenvalues of H_L below -{tol:.2g} max|lambda| ('>= n': a Lanczos lower bound)")
     for note in res.notes:
         console.print(note)
