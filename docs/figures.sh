@@ -4,6 +4,8 @@
 #   bash docs/figures.sh sweep-fmnist     # sweep_onset_depth{1,2,3}, sweep_classes_2_5_10, sweep_loop_fmnist*
 #   bash docs/figures.sh authors          # sweep_authors_fmnist* (all 60k images, coarse grid + refinement)
 #   bash docs/figures.sh dln escape grok  # the deep-linear, escape and grokking figures
+#   bash docs/figures.sh features grok-extra paths   # feature counting, the other grokking specs,
+#                                                    # the L2 probe (toy, connect, full Fashion-MNIST)
 #
 # Runs go to ${RUNS:-runs/docs}/<name>/ (resumable: rerunning a group reuses what is stored), and each
 # figure is copied from its run folder into docs/. Every run's report.html says what it found.
@@ -51,7 +53,40 @@ escape() {
 
 grok() {
   $PP grok --out "$RUNS/grok"
-  cp "$RUNS/grok/grok_curves.png" "$RUNS/grok/grok_delay.png" "$RUNS/grok/grok_phase.png" docs/
+  cp "$RUNS/grok/grok_curves.png" "$RUNS/grok/grok_delay.png" "$RUNS/grok/grok_phase.png" \
+     "$RUNS/grok/grok_hysteresis.png" "$RUNS/grok/grok_geometry.png" docs/
+}
+
+grok_extra() {
+  $PP grok --spec examples/grok_quick.toml --out "$RUNS/grok-quick"
+  cp "$RUNS/grok-quick/grok_hysteresis.png" docs/grok_quick_hysteresis.png
+  $PP grok --spec examples/grok_geometry_exact.toml --out "$RUNS/grok-exact"
+  cp "$RUNS/grok-exact/grok_geometry.png" docs/grok_geometry_exact.png
+  $PP grok --spec examples/grok_p97.toml --out "$RUNS/grok-p97"
+  cp "$RUNS/grok-p97/grok_curves.png" docs/grok_p97_curves.png
+}
+
+features() {
+  $PP sweep --spec examples/feature_count.toml --out "$RUNS/feature-count"
+  ${PYTHON:-.venv/bin/python} - "$RUNS/feature-count" <<'PY'
+import sys
+from phaseprobe.escape.features import feature_count_figure, feature_table
+run = sys.argv[1]
+feature_count_figure(feature_table(run), [2.0, 1.4, 1.0], 3, "docs/feature_count.png")
+PY
+}
+
+paths() {
+  ${PYTHON:-.venv/bin/python} benchmarks/bench_paths.py --toy --out "$RUNS/paths-toy"
+  cp "$RUNS/paths-toy/paths_toy2d.png" docs/
+  $PP connect --spec examples/connect_fashion.toml --out "$RUNS/connect-fashion"
+  cp "$RUNS/connect-fashion/paths.png" docs/paths_connect_fashion.png
+  cp "$RUNS/connect-fashion/probe.png" docs/paths_probe_connect_fashion.png
+  ${PYTHON:-.venv/bin/python} benchmarks/bench_paths.py --out "$RUNS/paths-bench"
+  cp "$RUNS/paths-bench/bench_paths.png" docs/paths_bench.png
+  $PP basins --spec examples/probe_fashion_full.toml --out "$RUNS/probe-fashion-full"
+  cp "$RUNS/probe-fashion-full/probe.png" docs/paths_probe_fashion_full.png
+  cp "$RUNS/probe-fashion-full/basins.png" docs/paths_basins_fashion_full.png
 }
 
 for group in "$@"; do
@@ -61,6 +96,9 @@ for group in "$@"; do
     dln) dln ;;
     escape) escape ;;
     grok) grok ;;
-    *) echo "docs/figures.sh: unknown group '$group'; use sweep-fmnist, authors, dln, escape or grok" >&2; exit 2 ;;
+    grok-extra) grok_extra ;;
+    features) features ;;
+    paths) paths ;;
+    *) echo "docs/figures.sh: unknown group '$group'; use sweep-fmnist, authors, dln, escape, grok, grok-extra, features or paths" >&2; exit 2 ;;
   esac
 done

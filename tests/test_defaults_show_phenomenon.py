@@ -1,9 +1,11 @@
 """Specs that show the phenomenon their commands advertise (issue 14, item 5):
 
-* ``examples/digits_closed_loop.toml`` (the default sweep's network on minibatches): a closed
+* ``phaseprobe sweep`` with no flags (the embedded default: digits, minibatches of 128): a closed
   hysteresis loop -- the up branch's jump and the down branch's return both inside the grid, so
   both spinodals and the Maxwell point (where the two branches' regularised losses cross) are
   found from the data, in that order; run for real through the CLI (about a minute on two cores);
+* ``phaseprobe basins`` with no flags: at least one bisection-confirmed jump, its fold checked and
+  its saddle refined, an edge of kind ``saddle`` in the basin graph (about a minute on two cores);
 * ``phaseprobe connect``'s verdict line: a run either lists a confirmed transition or says in one
   line that none was found.
 """
@@ -20,10 +22,9 @@ import pandas as pd
 import pytest
 
 from phaseprobe.commands.connect import confirmed_verdict
-from phaseprobe.sweep.spec import load_spec_file, make_spec
+from phaseprobe.sweep.spec import DEFAULT_SPEC, fit_default_batch, make_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-CLOSED_LOOP = ROOT / "examples" / "digits_closed_loop.toml"
 
 
 def _cli(*args, cwd):
@@ -33,10 +34,10 @@ def _cli(*args, cwd):
 
 
 @pytest.mark.slow
-def test_closed_loop_spec_finds_both_spinodals_and_the_maxwell_point(tmp_path):
-    r = _cli("sweep", "--spec", str(CLOSED_LOOP), "--out", "run", "--no-figures", cwd=tmp_path)
+def test_default_sweep_finds_both_spinodals_and_the_maxwell_point(tmp_path):
+    r = _cli("sweep", "--out", "run", "--no-figures", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    grid = make_spec(load_spec_file(CLOSED_LOOP)).alpha_grid()
+    grid = make_spec(dict(DEFAULT_SPEC)).alpha_grid()
     t = pd.read_csv(tmp_path / "run" / "transitions.csv")
     acc = t[t.observable == "test_acc"]
     up = acc[acc.branch == "up"]
@@ -63,3 +64,40 @@ def test_connect_verdict_says_plainly_when_nothing_is_confirmed():
     line = confirmed_verdict(two)
     assert line.startswith("no confirmed transition found: 2 candidate jumps") and "\n" not in line
     assert confirmed_verdict(pd.DataFrame({"label": ["a", "b"], "confirmed": [False, True]})) is None
+
+
+def test_default_batch_falls_back_to_full_batch_only_for_sets_smaller_than_one_batch(tmp_path):
+    d = dict(DEFAULT_SPEC)
+    assert fit_default_batch(d) == (d, None)  # digits: 1,437 training images
+    assert fit_default_batch({**d, "n_train": 500}) == ({**d, "n_train": 500}, None)
+    small, note = fit_default_batch({**d, "n_train": 100})
+    assert small["batch_size"] is None and note.startswith("batch_size:") and "100 examples" in note
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "a.npz"
+    np.savez(npz, x_train=rng.normal(size=(60, 4)), y_train=rng.integers(0, 2, 60),
+             x_test=rng.normal(size=(20, 4)), y_test=rng.integers(0, 2, 20))
+    own = {**d, "dataset": "npz", "data_options": {"path": str(npz), "sha256": "x"}}
+    assert fit_default_batch(own)[0]["batch_size"] is None
+    assert make_spec(fit_default_batch({**d, "n_train": 100})[0]).batch_size is None
+    # an explicit batch is the user's: the command only adjusts the default's
+    r = _cli("sweep", "--n-train", "100", "--batch", "128", "--out", "run", cwd=tmp_path)
+    assert r.returncode == 2 and "batch_size" in (r.stdout + r.stderr)
+
+
+@pytest.mark.slow
+def test_default_basins_finds_a_confirmed_jump_with_its_saddle(tmp_path):
+    r = _cli("basins", "--out", "run", "--no-figures", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    t = pd.read_csv(tmp_path / "run" / "transitions.csv")
+    assert "confirmed" in t.columns
+    ok = t[t.confirmed.astype(bool)]
+    assert len(ok) >= 1, t.to_string()
+    j = ok.iloc[0]
+    # bisected below the grid step (0.003) and a real jump: the error rises, the distance to w_ref falls
+    assert j.bracket < 1e-4 and j.error_hi - j.error_lo > 0.05 and j.dist_hi < j.dist_lo
+    # a fold: the Hessian of E at the last pre-jump model has lambda_min at or below -2 beta
+    assert j.fold_min_eig_E <= j["fold_condition_-2alpha"]
+    # its saddle refined: an index count (or lower bound) of at least 1 negative direction
+    assert j.saddle_index >= 1
+    edges = pd.read_csv(tmp_path / "run" / "basin_edges.csv")
+    assert (edges.kind == "saddle").any(), edges.to_string()

@@ -18,7 +18,7 @@ import pytest
 import phaseprobe
 from phaseprobe.errors import PhaseprobeError
 from phaseprobe.models.user import FunctionalModel, OwnModule, build_user_model, model_file_hash
-from phaseprobe.sweep.spec import DEFAULT_SPEC, make_spec
+from phaseprobe.sweep.spec import DEFAULT_SPEC, fit_default_batch, make_spec
 
 MLP_FILE = """import equinox as eqx
 import jax
@@ -108,9 +108,10 @@ def test_run_sweep_from_python_matches_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     from phaseprobe.data.arrays import file_sha256
 
-    spec = make_spec(dict(BASE, model_file=f"{tmp_path / 'net.py'}:make", dataset="npz",
-                          data_options={"path": str(data), "sha256": file_sha256(data)},
-                          alphas="1e-3,0.3", seeds=2, epochs=15, mode="cold"))
+    # as the command builds it: the default's minibatch falls back to full batch on this small set
+    spec = make_spec(fit_default_batch(dict(BASE, model_file=f"{tmp_path / 'net.py'}:make", dataset="npz",
+                                            data_options={"path": str(data), "sha256": file_sha256(data)},
+                                            alphas="1e-3,0.3", seeds=2, epochs=15, mode="cold"))[0])
     assert spec.model == "file" and spec.model_file_hash == model_file_hash(str(tmp_path / "net.py:make"))
     df = run_sweep(spec, py_out)
     cli = phaseprobe.open_run(cli_out).records.drop(columns=["seconds"]).sort_values(["alpha_index", "seed"])

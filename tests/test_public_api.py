@@ -174,7 +174,7 @@ def test_alpha_sweep_runs_a_users_model_file_on_npz_arrays(tmp_path, capfd):
     stored model, silence with ``progress=False`` (the log still written), and the same spec hash
     as the CLI builds from the same flags."""
     from phaseprobe.commands.sweep import own_model_and_data
-    from phaseprobe.sweep.spec import DEFAULT_SPEC, make_spec
+    from phaseprobe.sweep.spec import DEFAULT_SPEC, fit_default_batch, make_spec
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 4)).astype(np.float32)
@@ -194,5 +194,5 @@ def test_alpha_sweep_runs_a_users_model_file_on_npz_arrays(tmp_path, capfd):
     assert "transitions" in run.tables and "plateaus" in run.tables
     model = run.model(branch="cold", alpha_index=1, seed=0)
     assert np.asarray(model(x[0])).shape == (2,)
-    cli = make_spec(own_model_and_data({**DEFAULT_SPEC, **fields}, f"{model_file}:make", str(data)))
+    cli = make_spec(fit_default_batch(own_model_and_data({**DEFAULT_SPEC, **fields}, f"{model_file}:make", str(data)))[0])
     assert run.meta["spec_hash"] == cli.hash()

@@ -106,7 +106,10 @@ def spec_for(command: str = "sweep", spec: Union[None, str, Path, dict] = None, 
         d = own_model_and_data(d, model_file, None if data is None else str(data),
                                model_given=model_file is not None and "model" in fields)
     if command == "sweep":
-        from phaseprobe.sweep.spec import make_spec
+        from phaseprobe.sweep.spec import fit_default_batch, make_spec
+
+        if spec is None and "batch_size" not in fields:
+            d, _ = fit_default_batch(d)
 
         return make_spec(d)
     from phaseprobe.paths.workflow import make_path_spec

@@ -9,16 +9,23 @@ import typer
 
 from phaseprobe.commands.connect import build_spec, console, print_table, run_path_command
 
-# The embedded default (no flags): digits, a sigmoid MLP (64-32-32-10), one fresh seed, the probe
-# toward w_ref = 0 on a 31-step linear grid, bisection to 1e-6, saddles, excursions, nested probes.
+# The embedded default (no flags): digits, a relu MLP (64-64-64-10), one fresh seed, the probe
+# toward w_ref = 0 on a 31-step linear grid up to 0.09, bisection to 1e-6, saddles, excursions,
+# nested probes. Each strength trains 40 epochs (no patience rule): with the published patience 5
+# the probe stops after 6 epochs everywhere, lags behind its minima and every class loss reads as
+# drift. Relaxed, the classes are still lost continuously (drift edges) down to a test accuracy
+# near 0.2, and the final collapse to w = 0 at beta ~ 0.0694 is a bisection-confirmed fold
+# (lambda_min(H_E) ~ -0.27 < -2 beta) with a refined saddle of index >= 7 (seeds 0 and 1 alike).
 DEFAULT_BASINS: dict = {
     "name": "digits-basins",
     "dataset": "digits",
     "depth": 2,
-    "width": 32,
-    "activation": "sigmoid",
+    "width": 64,
+    "activation": "relu",
     "seeds": 1,
-    "strengths": "lin:0:0.03:31",
+    "strengths": "lin:0:0.09:31",
+    "epochs": 40,
+    "patience": None,
     "bisect_tol": 1e-6,
     "saddle_steps": 10,
     "excursion": True,
@@ -54,8 +61,8 @@ def register(app: typer.Typer) -> None:
         """Build the basin hierarchy: probe toward w_ref = 0, bisect the jumps, refine the saddles,
         excursions, nested probes toward each transition model; draw the graph.
 
-        With no flags: digits, one fresh seed of a 64-32-32-10 sigmoid MLP, strengths
-        lin:0:0.03:31 (l2 convention), bisection to 1e-6. Writes basins.png, probe.png,
+        With no flags: digits, one fresh seed of a 64-64-64-10 relu MLP, strengths
+        lin:0:0.09:31 (l2 convention), 40 epochs per strength, bisection to 1e-6. Writes basins.png, probe.png,
         basin_nodes.csv, basin_edges.csv, transitions.csv and report.html into --out.
         """
         flags = dict(dataset=dataset, data_dir=data_dir, n_train=n_train, seeds=seeds, strengths=strengths,

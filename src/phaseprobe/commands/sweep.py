@@ -11,7 +11,7 @@ from rich.console import Console
 
 from phaseprobe.engine.grid import parse_grid
 from phaseprobe.errors import SpecError
-from phaseprobe.sweep.spec import DEFAULT_SPEC, apply_overrides, load_spec_file, make_spec
+from phaseprobe.sweep.spec import DEFAULT_SPEC, apply_overrides, fit_default_batch, load_spec_file, make_spec
 
 console = Console(stderr=True)
 
@@ -82,6 +82,9 @@ def register(app: typer.Typer) -> None:
         if refine is not None:
             data.update(refine=True, refine_to=refine)
         data = apply_overrides(data, sets)
+        note = None
+        if spec_file is None and batch is None and not any(s.split("=", 1)[0].strip() == "batch_size" for s in sets):
+            data, note = fit_default_batch(data)
         spec = make_spec(data)
         from phaseprobe.engine import get_engine  # the numerical stack loads once the spec is valid
         from phaseprobe.sweep.driver import run_sweep
@@ -97,6 +100,8 @@ def register(app: typer.Typer) -> None:
         banner = (f"[bold]phaseprobe sweep[/bold] {spec.name}: {spec.dataset}, "
                   + (f"model {Path(spec.model_file).name}" if spec.model_file else f"{spec.model} depth {spec.depth} width {spec.width}")
                   + f", mode {spec.mode}, {len(spec.alpha_grid())} strengths x {len(spec.seed_list())} seeds -> {out}")
+        if note:  # printed with the banner, once the data and the run folder have passed their checks
+            banner += "\n" + note
         check_model_file_resume(out, spec.model_dump())
         t0 = time.perf_counter()
         with reporter(out) as prog:

@@ -353,7 +353,16 @@ def geometry_figure(geo: pd.DataFrame, title: str = ""):
                         label=f"all eigenvalues of H_{which}" if i == 0 else None)
                 top, bot = top[:5], bot[:5]
             ax.plot(np.full(len(top), i) + 0.08, top, "o", color="#1f77b4", ms=6, label=f"top eigenvalues of H_{which}" if i == 0 else None)
-            ax.plot(np.full(len(bot), i) - 0.08, bot, "v", color="#d62728", ms=6, label=f"bottom eigenvalues of H_{which}" if i == 0 else None)
+            res = np.asarray(getattr(r, f"bottom_{which}_residuals", None) if hasattr(r, f"bottom_{which}_residuals") else [], float)
+            if res.size == bot.size and bot.size:  # Ritz values with their residual bars; hollow: sign not certified
+                sure = np.abs(bot) > res
+                ax.errorbar(np.full(len(bot), i) - 0.08, bot, yerr=res, fmt="none", ecolor="#d62728", elinewidth=0.8, capsize=2)
+                ax.plot(np.full(int(sure.sum()), i) - 0.08, bot[sure], "v", color="#d62728", ms=6,
+                        label=f"bottom Ritz values of H_{which} (bar: residual)" if i == 0 else None)
+                ax.plot(np.full(int((~sure).sum()), i) - 0.08, bot[~sure], "v", mfc="none", color="#d62728", ms=6,
+                        label=f"hollow: |Ritz value| < residual (sign not certified)" if i == 0 else None)
+            else:
+                ax.plot(np.full(len(bot), i) - 0.08, bot, "v", color="#d62728", ms=6, label=f"bottom eigenvalues of H_{which}" if i == 0 else None)
             bot = np.asarray(getattr(r, f"bottom_{which}"), float)
             R, se = getattr(r, f"R_{which}"), getattr(r, f"R_{which}_se")
             se_t = f" +- {se:.2g}" if se and np.isfinite(se) and se > 0 else ""
@@ -367,7 +376,7 @@ def geometry_figure(geo: pd.DataFrame, title: str = ""):
         ax.set_xticks(range(len(pts)), [f"{p}\n(beta {w:g}, step {s})" for p, w, s in zip(pts, geo["weight_decay"], geo["step"])], fontsize=8)
         ax.set_xlim(-0.6, len(pts) - 0.4)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
         ax.set_ylabel("Hessian eigenvalue of E (mean CE over train)" if which == "E"
                       else "Hessian eigenvalue of L = E + alpha ||w||^2")
         ax.set_title("data error E" if which == "E" else "regularised loss L (alpha = beta/2)", pad=70, fontsize=10)
