@@ -5,7 +5,8 @@
 #   bash docs/figures.sh authors          # sweep_authors_fmnist* (all 60k images, coarse grid + refinement)
 #   bash docs/figures.sh dln escape grok  # the deep-linear, escape and grokking figures
 #   bash docs/figures.sh features grok-extra paths   # feature counting, the other grokking specs,
-#                                                    # the L2 probe (toy, connect, full Fashion-MNIST)
+#                                                    # the L2 probe (toy, connect, benchmark)
+#   bash docs/figures.sh paths-full       # the probe toward w_ref = 0 on all of Fashion-MNIST
 #
 # Runs go to ${RUNS:-runs/docs}/<name>/ (resumable: rerunning a group reuses what is stored), and each
 # figure is copied from its run folder into docs/. Every run's report.html says what it found.
@@ -84,6 +85,9 @@ paths() {
   cp "$RUNS/connect-fashion/probe.png" docs/paths_probe_connect_fashion.png
   ${PYTHON:-.venv/bin/python} benchmarks/bench_paths.py --out "$RUNS/paths-bench"
   cp "$RUNS/paths-bench/bench_paths.png" docs/paths_bench.png
+}
+
+paths_full() {  # all 60 000 Fashion-MNIST images: about 50 min on 2 cores
   $PP basins --spec examples/probe_fashion_full.toml --out "$RUNS/probe-fashion-full"
   cp "$RUNS/probe-fashion-full/probe.png" docs/paths_probe_fashion_full.png
   cp "$RUNS/probe-fashion-full/basins.png" docs/paths_basins_fashion_full.png
@@ -99,6 +103,7 @@ for group in "$@"; do
     grok-extra) grok_extra ;;
     features) features ;;
     paths) paths ;;
-    *) echo "docs/figures.sh: unknown group '$group'; use sweep-fmnist, authors, dln, escape, grok, grok-extra, features or paths" >&2; exit 2 ;;
+    paths-full) paths_full ;;
+    *) echo "docs/figures.sh: unknown group '$group'; use sweep-fmnist, authors, dln, escape, grok, grok-extra, features, paths or paths-full" >&2; exit 2 ;;
   esac
 done

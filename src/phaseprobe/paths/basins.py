@@ -94,6 +94,15 @@ class BasinGraph:
         return pd.DataFrame([e.row() for e in self.edges])
 
 
+def _measured(nd: "BasinNode", acc, err) -> None:
+    """Fold one measured model into a node: the best test accuracy and the lowest error seen."""
+    acc, err = float(acc), float(err)
+    if np.isfinite(acc) and not (nd.accuracy >= acc):
+        nd.accuracy = acc
+    if np.isfinite(err):
+        nd.error = float(min(nd.error, err))
+
+
 def build_basin_graph(results: Sequence[ProbeResult], names: Sequence[str] | None = None) -> BasinGraph:
     """Nodes and edges from one or more probe results (see the module docstring)."""
     g = BasinGraph()
@@ -107,10 +116,7 @@ def build_basin_graph(results: Sequence[ProbeResult], names: Sequence[str] | Non
             for i, row in enumerate(sub.itertuples(index=False)):
                 nd = g.node(keys[i])
                 nd.n_seen += 1
-                acc = getattr(row, "test_acc", np.nan)
-                if np.isfinite(acc) and not (nd.accuracy >= acc):
-                    nd.accuracy = float(acc)
-                nd.error = float(min(nd.error, row.train_error))
+                _measured(nd, getattr(row, "test_acc", np.nan), row.train_error)
                 nd.strengths.append(float(row.strength))
             by_index = {t.index: t for t in res.member_transitions(k)}
             errs = sub["train_error"].to_numpy()
@@ -118,8 +124,10 @@ def build_basin_graph(results: Sequence[ProbeResult], names: Sequence[str] | Non
             for i in range(len(keys) - 1):
                 t = by_index.get(i)
                 if t is not None and t.confirmed is not False:
-                    g.node(t.basin_lo)
-                    g.node(t.basin_hi)
+                    # the bisection's end models are measured too: a basin known only from them
+                    # (the jump's far side between two grid points) gets their accuracy and error
+                    for key, end in ((t.basin_lo, t.lo), (t.basin_hi, t.hi)):
+                        _measured(g.node(key), end.get("test_acc", np.nan), end.get("train_error", np.nan))
                     e = BasinEdge(src=tuple(t.basin_lo), dst=tuple(t.basin_hi), kind="saddle" if t.saddle is not None else "jump",
                                   strength_c=t.strength_c, error_src=float(t.lo["train_error"]), error_dst=float(t.hi["train_error"]),
                                   probe=f"{name}:{label}")

@@ -12,6 +12,7 @@ import numpy as np
 from phaseprobe import conventions
 from phaseprobe.paths.metrics import PathEval
 from phaseprobe.paths.probe import ProbeResult
+from phaseprobe.plots.tables import fmt_num
 
 STYLE = {"linear": ("tab:gray", "--"), "bezier": ("tab:blue", "-"), "probe": ("tab:orange", "-."),
          "probe+saddle": ("tab:red", "-")}
@@ -326,11 +327,14 @@ def basin_graph_figure(graph, *, title: str = "basin hierarchy"):
     s_name = "alpha" if graph.convention == "l2" else "beta"
     accs = np.array([n.accuracy if np.isfinite(n.accuracy) else -n.error for n in nodes])
     toy = not np.isfinite([n.accuracy for n in nodes]).any()
+    accs = np.where(np.isfinite(accs), accs, -np.inf)  # a basin with nothing measured: the bottom level
     order = np.argsort(-accs, kind="stable")
-    span = float(np.ptp(accs)) or 1.0
+    fin = accs[np.isfinite(accs)]
+    span = (float(np.ptp(fin)) if fin.size else 0.0) or 1.0
     groups: list[list[int]] = []
     for i in order:
-        if groups and abs(accs[groups[-1][0]] - accs[i]) < 0.01 * span:
+        a0, a1 = accs[groups[-1][0]] if groups else np.nan, accs[i]
+        if groups and (abs(a0 - a1) < 0.01 * span if np.isfinite(a0) and np.isfinite(a1) else a0 == a1):
             groups[-1].append(i)
         else:
             groups.append([i])
@@ -367,7 +371,7 @@ def basin_graph_figure(graph, *, title: str = "basin hierarchy"):
             ax.add_patch(FancyArrowPatch((p0[0] - 0.15, p0[1] + 0.1), (p0[0] + 0.15, p0[1] + 0.1),
                                          connectionstyle=f"arc3,rad={-2.0 - 0.8 * j}", arrowstyle="->", mutation_scale=12,
                                          color=col, lw=1.2))
-            xm, ym = p0[0] + 0.45, p0[1] + 0.15 + 0.28 * j
+            xm, ym = p0[0] + 0.45, p0[1] + 0.1 - 0.22 * j  # stacked downwards, clear of edges from above
             xs_, ys_ = p0[0], p0[1] + 0.32 + 0.2 * j
         else:
             rad = 0.15 + 0.12 * n_same
@@ -388,13 +392,14 @@ def basin_graph_figure(graph, *, title: str = "basin hierarchy"):
         x, y = pos[n.key]
         size = 1400 + 60 * max(n.n_classes, 0)
         ax.scatter([x], [y], s=size, color="white", edgecolor="k", zorder=3)
-        sub = f"acc {n.accuracy:.2f}" if np.isfinite(n.accuracy) else f"E {n.error:.3g}"
+        sub = f"acc {n.accuracy:.2f}" if np.isfinite(n.accuracy) else f"E {fmt_num(n.error, missing='not measured')}"
         ax.text(x, y, f"{_short(n.key)}\n{sub}", fontsize=8, ha="center", va="center", zorder=4)
     ax.set_xlim(min(xs) - 1.5, max(xs) + 2.2)
-    ax.set_ylim(-len(groups) + 0.4, 0.7)
+    ax.set_ylim(-len(groups) + 0.4 - 0.22 * max(n_loops.values(), default=0), 0.7)
     ax.set_xticks([])
     ax.set_yticks([-float(lev) for lev in range(len(groups))])
-    ax.set_yticklabels([f"{(nodes[g[0]].error if toy else nodes[g[0]].accuracy):.3g}" for g in groups], fontsize=8)
+    ax.set_yticklabels([fmt_num(nodes[g[0]].error if toy else nodes[g[0]].accuracy, missing="not measured")
+                        for g in groups], fontsize=8)
     ax.set_ylabel("basins by height: lowest training error" if toy else "basins by height: best test accuracy in the basin")
     handles = [plt.Line2D([], [], color=c, label=k + (" (class set changed between two grid points)" if k == "drift" else ""))
                for k, c in colors.items() if any(e.kind == k for e in graph.edges)]
