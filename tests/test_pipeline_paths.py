@@ -32,7 +32,7 @@ BASINS = ["basins", "--n-train", "200", "--strengths", "lin:0:0.08:9", "--set", 
           "--set", "start_epochs=150", "--set", "epochs=50", "--set", "lr=0.01", "--set", "min_jump=0.05", "--set", "k_sigma=1",
           "--set", "bisect_tol=0.001", "--set", "bisect_max_steps=3", "--set", "saddle_steps=1", "--set", "saddle_subset=60",
           "--set", "hessian_subset=60", "--set", "excursion=true", "--set", "excursion_up=1", "--set", "max_nest=1",
-          "--set", "n_strengths=2"]
+          "--set", "n_strengths=2", "--set", "patience=5"]
 WALL = ["seconds"]
 
 
