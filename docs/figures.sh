@@ -7,6 +7,7 @@
 #   bash docs/figures.sh features grok-extra paths   # feature counting, the other grokking specs,
 #                                                    # the L2 probe (toy, connect, benchmark)
 #   bash docs/figures.sh paths-full       # the probe toward w_ref = 0 on all of Fashion-MNIST
+#   bash docs/figures.sh grok-noise       # grokking delay against the Langevin temperature (CSV tables)
 #
 # Runs go to ${RUNS:-runs/docs}/<name>/ (resumable: rerunning a group reuses what is stored), and each
 # figure is copied from its run folder into docs/. Every run's report.html says what it found.
@@ -77,6 +78,19 @@ feature_count_figure(feature_table(run), [2.0, 1.4, 1.0], 3, "docs/feature_count
 PY
 }
 
+grok_noise() {  # the grokking delay against the Langevin temperature (tables only; about 5 min)
+  mkdir -p "$RUNS/grok-noise"
+  ${PYTHON:-.venv/bin/python} - "$RUNS/grok-noise" <<'PY'
+import sys
+from phaseprobe.grokking.noise import grok_noise_delays
+out = sys.argv[1]
+for alpha, temps in ((3e-3, (0.0, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)), (2e-3, (0.0, 1e-4, 3e-4, 1e-3))):
+    df = grok_noise_delays(temperatures=temps, seeds=2, alpha=alpha, steps=20000, check_every=50)
+    df.to_csv(f"{out}/delays_alpha{alpha:g}.csv", index=False)
+    print(df[["temperature", "seed", "t_train", "t_test", "delay", "final_test_acc", "final_w_sq"]].to_string())
+PY
+}
+
 paths() {
   ${PYTHON:-.venv/bin/python} benchmarks/bench_paths.py --toy --out "$RUNS/paths-toy"
   cp "$RUNS/paths-toy/paths_toy2d.png" docs/
@@ -102,8 +116,9 @@ for group in "$@"; do
     grok) grok ;;
     grok-extra) grok_extra ;;
     features) features ;;
+    grok-noise) grok_noise ;;
     paths) paths ;;
     paths-full) paths_full ;;
-    *) echo "docs/figures.sh: unknown group '$group'; use sweep-fmnist, authors, dln, escape, grok, grok-extra, features, paths or paths-full" >&2; exit 2 ;;
+    *) echo "docs/figures.sh: unknown group '$group'; use sweep-fmnist, authors, dln, escape, grok, grok-extra, grok-noise, features, paths or paths-full" >&2; exit 2 ;;
   esac
 done
