@@ -8,6 +8,7 @@
 #                                                    # the L2 probe (toy, connect, benchmark)
 #   bash docs/figures.sh paths-full       # the probe toward w_ref = 0 on all of Fashion-MNIST
 #   bash docs/figures.sh grok-noise       # grokking delay against the Langevin temperature (CSV tables)
+#   bash docs/figures.sh escape-mlp       # the MLP escape figures (Langevin, SGD, lower temperatures)
 #
 # Runs go to ${RUNS:-runs/docs}/<name>/ (resumable: rerunning a group reuses what is stored), and each
 # figure is copied from its run folder into docs/. Every run's report.html says what it found.
@@ -51,6 +52,19 @@ dln() {
 escape() {
   $PP escape --out "$RUNS/escape"
   cp "$RUNS/escape/escape_arrhenius.png" "$RUNS/escape/escape_survival.png" docs/
+}
+
+escape_mlp() {  # the MLP escape: Langevin at T = barrier/1..4, SGD, and two lower-temperature runs
+  $PP escape --system mlp --out "$RUNS/escape-mlp"
+  cp "$RUNS/escape-mlp/escape_survival.png" docs/escape_mlp_langevin_survival.png
+  cp "$RUNS/escape-mlp/escape_arrhenius.png" docs/escape_mlp_langevin_arrhenius.png
+  $PP escape --system mlp --noise sgd --out "$RUNS/escape-mlp-sgd"
+  cp "$RUNS/escape-mlp-sgd/escape_survival.png" docs/escape_mlp_sgd_survival.png
+  cp "$RUNS/escape-mlp-sgd/escape_arrhenius.png" docs/escape_mlp_sgd_arrhenius.png
+  $PP escape --system mlp --barrier-ratios 4,8,16,32 --steps 6000 --out "$RUNS/escape-mlp-lowT"
+  cp "$RUNS/escape-mlp-lowT/escape_arrhenius.png" docs/escape_mlp_langevin_lowT_arrhenius.png
+  $PP escape --system mlp --barrier-ratios 32,64,128,256 --steps 40000 --out "$RUNS/escape-mlp-lowT2"
+  cp "$RUNS/escape-mlp-lowT2/escape_arrhenius.png" docs/escape_mlp_langevin_lowT2_arrhenius.png
 }
 
 grok() {
@@ -117,8 +131,9 @@ for group in "$@"; do
     grok-extra) grok_extra ;;
     features) features ;;
     grok-noise) grok_noise ;;
+    escape-mlp) escape_mlp ;;
     paths) paths ;;
     paths-full) paths_full ;;
-    *) echo "docs/figures.sh: unknown group '$group'; use sweep-fmnist, authors, dln, escape, grok, grok-extra, grok-noise, features, paths or paths-full" >&2; exit 2 ;;
+    *) echo "docs/figures.sh: unknown group '$group'; use sweep-fmnist, authors, dln, escape, grok, grok-extra, grok-noise, escape-mlp, features, paths or paths-full" >&2; exit 2 ;;
   esac
 done
