@@ -368,11 +368,13 @@ def basin_graph_figure(graph, *, title: str = "basin hierarchy"):
         if e.src == e.dst:
             j = n_loops.get(e.src, 0)
             n_loops[e.src] = j + 1
-            ax.add_patch(FancyArrowPatch((p0[0] - 0.15, p0[1] + 0.1), (p0[0] + 0.15, p0[1] + 0.1),
-                                         connectionstyle=f"arc3,rad={-2.0 - 0.8 * j}", arrowstyle="->", mutation_scale=12,
+            # a loop on the node's right side (between two minima of the same class set)
+            rad, half = 1.6 + 0.7 * j, 0.18
+            ax.add_patch(FancyArrowPatch((p0[0] + 0.22, p0[1] + half), (p0[0] + 0.22, p0[1] - half),
+                                         connectionstyle=f"arc3,rad={-rad}", arrowstyle="->", mutation_scale=12,
                                          color=col, lw=1.2))
-            xm, ym = p0[0] + 0.45, p0[1] + 0.1 - 0.22 * j  # stacked downwards, clear of edges from above
-            xs_, ys_ = p0[0], p0[1] + 0.32 + 0.2 * j
+            xs_, ys_ = p0[0] + 0.22 + half * rad, p0[1]  # the arc's midpoint: half the control point's offset
+            xm, ym = xs_ + 0.2, p0[1] + 0.1 - 0.22 * j  # stacked downwards, clear of edges from above
         else:
             rad = 0.15 + 0.12 * n_same
             ax.add_patch(FancyArrowPatch(p0, p1, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=14,
