@@ -374,7 +374,7 @@ def basin_graph_figure(graph, *, title: str = "basin hierarchy"):
                                          connectionstyle=f"arc3,rad={-rad}", arrowstyle="->", mutation_scale=12,
                                          color=col, lw=1.2))
             xs_, ys_ = p0[0] + 0.22 + half * rad, p0[1]  # the arc's midpoint: half the control point's offset
-            xm, ym = xs_ + 0.2, p0[1] + 0.1 - 0.22 * j  # stacked downwards, clear of edges from above
+            xm, ym = xs_ + 0.35, p0[1] + 0.1 - 0.22 * j  # stacked downwards, clear of edges from above
         else:
             rad = 0.15 + 0.12 * n_same
             ax.add_patch(FancyArrowPatch(p0, p1, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=14,
