@@ -36,6 +36,7 @@ from scipy import stats
 from phaseprobe.data.base import Dataset
 from phaseprobe.models import MLP, init_members
 from phaseprobe.train import TrainConfig, TrainError, Trainer
+from toy_data import array_leaves, blobs
 
 
 def _well():
@@ -86,16 +87,11 @@ def test_stationary_variance_on_a_quadratic_well():
         assert abs(w[g * R:(g + 1) * R].mean()) < 5 * sd
 
 
-def _blobs(n=48, d=4, c=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = 2.0 * rng.normal(size=(c, d))
-    y = rng.integers(0, c, size=2 * n).astype(np.int32)
-    x = (centers[y] + rng.normal(size=(2 * n, d))).astype(np.float32)
-    return Dataset("blobs", x[:n], y[:n], x[n:], y[n:], c)
+def _blobs():
+    return blobs(n=48, d=4)
 
 
-def _leaves(model):
-    return [np.asarray(a) for a in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))]
+_leaves = array_leaves
 
 
 def test_langevin_is_reproducible_per_member_and_continues_across_warm_starts():

@@ -17,17 +17,13 @@ import numpy as np
 import optax
 import pytest
 
-from phaseprobe.data.base import Dataset
 from phaseprobe.models import MLP, init_members
 from phaseprobe.train import TrainConfig, TrainError, Trainer, make_schedule
+from toy_data import blobs
 
 
-def _blobs(n=64, d=5, c=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = 2.0 * rng.normal(size=(c, d))
-    y = rng.integers(0, c, size=2 * n).astype(np.int32)
-    x = (centers[y] + rng.normal(size=(2 * n, d))).astype(np.float32)
-    return Dataset("blobs", x[:n], y[:n], x[n:], y[n:], c)
+def _blobs():
+    return blobs(n=64, d=5)
 
 
 DATA = _blobs()

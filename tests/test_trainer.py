@@ -19,16 +19,12 @@ import pytest
 from phaseprobe.data.base import Dataset
 from phaseprobe.models import MLP, DeepLinear, init_members
 from phaseprobe.train import TrainConfig, TrainError, Trainer, TrainState
+from toy_data import blobs
 
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _classification(n=96, d=6, c=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = 2.0 * rng.normal(size=(c, d))
-    y = rng.integers(0, c, size=2 * n).astype(np.int32)
-    x = (centers[y] + rng.normal(size=(2 * n, d))).astype(np.float32)
-    return Dataset("blobs", x[:n], y[:n], x[n:], y[n:], c)
+_classification = blobs  # n=96, d=6, c=3 blobs
 
 
 def _regression(n=64, d=5, k=2, seed=0):

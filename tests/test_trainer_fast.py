@@ -10,27 +10,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from phaseprobe.data.base import Dataset
 from phaseprobe.models import MLP, init_members
 from phaseprobe.train import TrainConfig, TrainError, Trainer
+from toy_data import array_leaves, blobs
 
 
-def _blobs(n=90, d=6, c=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = 2.0 * rng.normal(size=(c, d))
-    y = rng.integers(0, c, size=2 * n).astype(np.int32)
-    x = (centers[y] + rng.normal(size=(2 * n, d))).astype(np.float32)
-    return Dataset("blobs", x[:n], y[:n], x[n:], y[n:], c)
+def _blobs():
+    return blobs(n=90, d=6)
 
 
-def _leaves(model):
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))]
+_leaves = array_leaves
 
 
 def _member(model, j):
