@@ -353,7 +353,7 @@ def geometry_figure(geo: pd.DataFrame, title: str = ""):
                         label=f"all eigenvalues of H_{which}" if i == 0 else None)
                 top, bot = top[:5], bot[:5]
             ax.plot(np.full(len(top), i) + 0.08, top, "o", color="#1f77b4", ms=6, label=f"top eigenvalues of H_{which}" if i == 0 else None)
-            res = np.asarray(getattr(r, f"bottom_{which}_residuals", None) if hasattr(r, f"bottom_{which}_residuals") else [], float)
+            res = np.asarray(getattr(r, f"bottom_{which}_residuals", ()), float)
             if res.size == bot.size and bot.size:  # Ritz values with their residual bars; hollow: sign not certified
                 sure = np.abs(bot) > res
                 ax.errorbar(np.full(len(bot), i) - 0.08, bot, yerr=res, fmt="none", ecolor="#d62728", elinewidth=0.8, capsize=2)

@@ -333,8 +333,7 @@ def basin_graph_figure(graph, *, title: str = "basin hierarchy"):
     span = (float(np.ptp(fin)) if fin.size else 0.0) or 1.0
     groups: list[list[int]] = []
     for i in order:
-        a0, a1 = accs[groups[-1][0]] if groups else np.nan, accs[i]
-        if groups and (abs(a0 - a1) < 0.01 * span if np.isfinite(a0) and np.isfinite(a1) else a0 == a1):
+        if groups and (accs[groups[-1][0]] == accs[i] or abs(accs[groups[-1][0]] - accs[i]) < 0.01 * span):
             groups[-1].append(i)
         else:
             groups.append([i])
