@@ -55,7 +55,7 @@ from phaseprobe.train.losses import (
     squared_norm,
     tree_where,
 )
-from phaseprobe.train.optimisers import build_optimizer, noise_key, penalty_in_gradient
+from phaseprobe.train.optimisers import build_optimizer, guard_inside, noise_key, penalty_in_gradient
 from phaseprobe.train.state import (
     RUNNING,
     STOP_DIVERGED,
@@ -234,6 +234,7 @@ class Trainer:
         c = self.config
         opt = self.optimizer(lr, alpha, ref, temperature)
         langevin = c.noise == "langevin"
+        guarded = guard_inside(c)
         n, spe = self.n_train, self.steps_per_epoch
         if self.full_batch:
             # the whole training set, shared by every member: no gather, no copy
@@ -257,23 +258,31 @@ class Trainer:
                 batch = Minibatch(x=x_train[i], y=y_train[i], weight=w, index=i, key=key, epoch=epoch, step=s)
             (loss, err), g = self.batch_grad(p, batch, alpha, ref)
             gsq_new = squared_norm(self._reg_grad(g, p, alpha, ref) if c.optimizer == "adamw" else g)
-            if langevin:
-                upd, o_new = opt.update(g, o, p, noise_key=noise_key(key, epoch, s))
-            else:
-                upd, o_new = opt.update(g, o, p)
-            p_new = optax.apply_updates(p, upd)
-            if self._guard == "step":
-                finite = jnp.isfinite(loss) & all_finite(p_new)
-            else:
-                # decided from scalars known before the update, so the selects below fuse into the
-                # optimiser's one elementwise pass (no extra pass over params and moments per step);
-                # a NaN/inf anywhere in the gradient makes its squared norm NaN/inf
-                # (the data error, not the loss: the penalty's value is then never computed, only its
-                # gradient; non-finite parameters are caught once an epoch below)
+            if self._guard != "step" and guarded:
+                # the optimiser applies the guard itself (Adam: moments guarded, then the update);
+                # a refused step gets zero updates and its old state back, bit for bit
                 finite = jnp.isfinite(err) & jnp.isfinite(gsq_new)
-            ok = active & finite
-            p = tree_where(ok, p_new, p)
-            o = tree_where(ok, o_new, o)
+                ok = active & finite
+                upd, o = opt.update(g, o, p, guard=ok)
+                p = optax.apply_updates(p, upd)
+            else:
+                if langevin:
+                    upd, o_new = opt.update(g, o, p, noise_key=noise_key(key, epoch, s))
+                else:
+                    upd, o_new = opt.update(g, o, p)
+                p_new = optax.apply_updates(p, upd)
+                if self._guard == "step":
+                    finite = jnp.isfinite(loss) & all_finite(p_new)
+                else:
+                    # decided from scalars known before the update, so the selects below fuse into the
+                    # optimiser's one elementwise pass (no extra pass over params and moments per step);
+                    # a NaN/inf anywhere in the gradient makes its squared norm NaN/inf
+                    # (the data error, not the loss: the penalty's value is then never computed, only its
+                    # gradient; non-finite parameters are caught once an epoch below)
+                    finite = jnp.isfinite(err) & jnp.isfinite(gsq_new)
+                ok = active & finite
+                p = tree_where(ok, p_new, p)
+                o = tree_where(ok, o_new, o)
             diverged = diverged | (active & ~finite)
             active = ok
             return (p, o, active, diverged, err_sum + err, gsq_new), None
