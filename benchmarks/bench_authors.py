@@ -25,7 +25,16 @@ the backward). CPU-seconds per wall-second (``time.process_time``, all threads o
 are printed for every contender: on a loaded machine they show what share of the cores each
 side got.
 
-Run: ``.venv/bin/python benchmarks/bench_authors.py [--quick] [--rounds 3] [--steps 938]``.
+Two ceilings are printed beside the rates. The *machine limit*: the same FLOPs per member-step
+at the best float32 matrix-product rate measured in this run, JAX's or torch's, at the step's
+shapes and at 2048 x 2048 (torch's MKL kernels are the faster here). The *matrix-product
+ceiling* (``--profile``): one epoch of each trainer contender is traced with ``jax.profiler``;
+the wall time during which at least one of its matrix-product kernels ran (the union of their
+intervals) bounds its rate even if every other operation of the step (activations, softmax,
+Adam's elementwise passes, the gather, copies) cost nothing. The profile also gives the share of
+each kind of operation.
+
+Run: ``.venv/bin/python benchmarks/bench_authors.py [--quick] [--rounds 3] [--steps 938] [--profile]``.
 ``--layout member_chunk=4,unroll=2`` adds rows of the trainer with other layout fields.
 ``--quick`` (about two minutes on two idle cores) times 300 steps per contender and round,
 two rounds. The last line is ``ratios: k3=<x> k16=<y> limit=<fraction of the sgemm limit at k16>``.
@@ -72,6 +81,131 @@ def sgemm_rate(repeats: int = 20) -> tuple[float, str]:
         ts.append(time.perf_counter() - t)
     flops = 2 * 2 * k * BATCH * 784 * 128
     return flops / min(ts) / 1e9, f"{k} x [(64,784)@(784,128) and (784,64)@(64,128)], best of {repeats}"
+
+
+def sgemm_best(repeats: int = 10) -> dict[str, float]:
+    """Best GFLOP/s of float32 matrix products, JAX and torch, at the step's shapes and at 2048^2."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    out = {}
+    k = 16
+    xs = [np.random.default_rng(i).standard_normal(sh).astype(np.float32)
+          for i, sh in enumerate([(k, BATCH, 784), (k, 784, 128), (k, BATCH, 128), (2048, 2048), (2048, 2048)])]
+    tx = [torch.from_numpy(a) for a in xs]
+    step_flops, sq_flops = 2 * 2 * k * BATCH * 784 * 128, 2 * 2048 ** 3
+
+    def best(fn) -> float:
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return min(ts)
+
+    jx = [jnp.asarray(a) for a in xs]
+    f_step = jax.jit(lambda x, w, d: (jnp.einsum("kbi,kio->kbo", x, w), jnp.einsum("kbi,kbo->kio", x, d)))
+    f_sq = jax.jit(lambda a, b: a @ b)
+    out["jax, step shapes"] = step_flops / best(lambda: jax.block_until_ready(f_step(*jx[:3]))) / 1e9
+    out["jax, 2048^2"] = sq_flops / best(lambda: jax.block_until_ready(f_sq(jx[3], jx[4]))) / 1e9
+    old = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        out["torch, step shapes"] = step_flops / best(
+            lambda: (torch.bmm(tx[0], tx[1]), torch.bmm(tx[0].transpose(1, 2), tx[2]))) / 1e9
+        out["torch, 2048^2"] = sq_flops / best(lambda: tx[3] @ tx[4]) / 1e9
+    finally:
+        torch.set_num_threads(old)
+    return out
+
+
+def _matmul_kernels(hlo: str) -> set[str]:
+    """Names of the instructions of a compiled HLO text that are (or fuse) a matrix product."""
+    import re
+
+    comps, cur = {}, None
+    for line in hlo.splitlines():
+        m = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if m and not line.startswith(" "):
+            cur = m.group(1)
+            comps[cur] = []
+        elif cur is not None:
+            comps[cur].append(line)
+    has_dot = {name for name, body in comps.items() if any(" dot(" in ln for ln in body)}
+    fused = {c for body in comps.values() for ln in body for c in re.findall(r"calls=%([\w.\-]+)", ln)}
+    names = set()
+    for comp, body in comps.items():
+        if comp in fused:
+            continue  # the inside of a fusion is not a kernel of its own
+        for ln in body:
+            m = re.match(r"^\s*(?:ROOT )?%([\w.\-]+) = .*? (dot|fusion)\(", ln)
+            if not m:
+                continue
+            if m.group(2) == "dot":
+                names.add(m.group(1))
+            else:
+                c = re.search(r"calls=%([\w.\-]+)", ln)
+                if c and c.group(1) in has_dot:
+                    names.add(m.group(1))
+    return names
+
+
+def union_length(spans) -> float:
+    """Total length covered by the intervals ``[(start, end), ...]`` (overlaps counted once)."""
+    union, end = 0.0, -np.inf
+    for a, b in sorted(spans):
+        if b > end:
+            union += b - max(a, end)
+            end = b
+    return union
+
+
+def profile_epoch(run, hlo: str, directory: str) -> dict:
+    """Trace one call of ``run`` with ``jax.profiler``; the time by kind of operation.
+
+    **Returns:** ``{"wall": s, "matmul_union": s, "shares": {kind: fraction of the summed
+    kernel time}}``; ``matmul_union`` is the wall time during which at least one
+    matrix-product kernel ran.
+    """
+    import glob
+    import gzip
+    import json
+
+    import jax
+
+    mm = _matmul_kernels(hlo)
+    with jax.profiler.trace(directory, create_perfetto_trace=True):
+        wall = run()
+    path = sorted(glob.glob(os.path.join(directory, "**", "*.json.gz"), recursive=True))[-1]
+    with gzip.open(path) as f:
+        events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    kernels = [e for e in events if e.get("ph") == "X" and "dur" in e]
+    names = {e["name"] for e in kernels}
+    kernels = [e for e in kernels if not e["name"].startswith(("$", "ThunkExecutor", "SlinkyThreadPool", "while"))]
+
+    def kind(name: str) -> str:
+        if name in mm:
+            return "matrix products"
+        if name.startswith("copy"):
+            return "copies of the loop carry"
+        if "gather" in name:
+            return "minibatch gathers"
+        if name.startswith("sort") or "iota" in name:
+            return "shuffles"
+        return "elementwise and reductions (activations, softmax, Adam, guard)"
+
+    total: dict[str, float] = {}
+    for e in kernels:
+        total[kind(e["name"])] = total.get(kind(e["name"]), 0.0) + e["dur"]
+    spans = [(e["ts"], e["ts"] + e["dur"]) for e in kernels if e["name"] in mm]
+    union = union_length(spans)
+    summed = sum(total.values()) or 1.0
+    if not spans:
+        raise RuntimeError(f"profile: no matrix-product kernel found among {len(names)} traced names")
+    return {"wall": wall, "matmul_union": union / 1e6, "shares": {k: v / summed for k, v in total.items()}}
 
 
 def torch_contender(data, n_steps: int, beta: float):
@@ -137,6 +271,7 @@ def trainer_contender(data, k: int, betas: np.ndarray, config_changes: dict):
         jax.block_until_ready(tr._run(state, *args))
         return time.perf_counter() - t
 
+    run.hlo = lambda: tr._run.lower(state, *args).compile().as_text()
     return run, tr.steps_per_epoch, compile_s, tr.config
 
 
@@ -145,6 +280,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="300 steps per contender and round, 2 rounds")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=938, help="minibatch steps per timed run (938 = one epoch of 60k)")
+    ap.add_argument("--profile", action="store_true",
+                    help="trace one epoch of each trainer contender: time by kind of operation, matrix-product ceiling")
     ap.add_argument("--layout", action="append", default=[], metavar="FIELD=INT[,FIELD=INT]",
                     help="also time the trainer with these TrainConfig layout fields (e.g. member_chunk=4,unroll=2); "
                          "repeatable; the ratios line stays the default layout's")
@@ -185,6 +322,14 @@ def main() -> None:
             print(f"round {r + 1}: {name}: {k * n_steps / w:,.0f} member-steps/s, {cpu[name][-1]:.2f} cpu-s/wall-s, "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)
     gflops1, _ = sgemm_rate()
+    best_rates = sgemm_best()
+    profiles = {}
+    if args.profile:
+        import tempfile
+        for name, (fn, n_steps, k) in contenders.items():
+            if name.startswith("phaseprobe"):
+                with tempfile.TemporaryDirectory() as d:
+                    profiles[name] = profile_epoch(fn, fn.hlo(), d)
     gflops = max(gflops0, gflops1)
     load1 = os.getloadavg()
 
@@ -218,6 +363,22 @@ def main() -> None:
     print(f"(median of {rounds} interleaved rounds; all rounds: " + "; ".join(
         f"{name}: " + ", ".join(f"{contenders[name][2] * contenders[name][1] / w:,.0f}" for w in ws)
         for name, ws in wall.items()) + ")")
+    best_name_rate = max(best_rates, key=best_rates.get)
+    machine = best_rates[best_name_rate] * 1e9 / flops_step
+    print()
+    print("best float32 matrix-product rates in this run (GFLOP/s): " +
+          ", ".join(f"{n} {v:.0f}" for n, v in best_rates.items()))
+    print(f"machine limit = {best_rates[best_name_rate]:.0f}e9 / {flops_step / 1e6:.1f} MFLOP = {machine:,.0f} member-steps/s "
+          f"({best_name_rate}) = {machine / torch_best:.1f}x torch best; 8x torch best = {8 * torch_best:,.0f} "
+          f"member-steps/s = {8 * torch_best / machine:.0%} of it, with every operation but the matrix products free")
+    for name, pr in profiles.items():
+        _, n_steps, k = contenders[name]
+        ceiling = k * n_steps / pr["matmul_union"]
+        print(f"profile {name}: one epoch {k * n_steps / pr['wall']:,.0f} member-steps/s; matrix products ran "
+              f"{pr['matmul_union'] / n_steps * 1e3:.2f} ms of each step ({pr['matmul_union'] / pr['wall']:.0%} of the wall "
+              f"time): ceiling {ceiling:,.0f} member-steps/s = {ceiling / torch_best:.1f}x torch best with everything else free")
+        print("    kernel time by kind: " + ", ".join(
+            f"{kind} {share:.0%}" for kind, share in sorted(pr["shares"].items(), key=lambda kv: -kv[1])))
     k3 = rate["phaseprobe K=3"] / torch_best
     k16 = rate["phaseprobe K=16"] / torch_best
     print(f"ratios: k3={k3:.2f} k16={k16:.2f} limit={rate['phaseprobe K=16'] / limit:.3f}")
