@@ -107,6 +107,12 @@ def test_error_fn_chunked_matches_direct_and_trainer():
     for chunk in (5, 4096):  # ragged last chunk (48 = 9*5 + 3), one big chunk
         assert abs(float(_call(make_error_fn(m, (x, y), "ce", chunk_size=chunk), p)) - ce) < 1e-5
         assert abs(float(_call(make_error_fn(m, (x, y), "mse", chunk_size=chunk), p)) - mse) < 1e-5
+    # equal chunks, fewer padded rows than chunks: 48 examples in chunks of at most 5 are
+    # 10 chunks of 5 (2 padded rows), never more than 5 per chunk
+    e5 = make_error_fn(m, (x, y), "ce", chunk_size=5)
+    assert e5.x.shape[:2] == (10, 5) and float(e5.wts.sum()) == 48
+    e20 = make_error_fn(m, (x, y), "ce", chunk_size=20)
+    assert e20.x.shape[:2] == (3, 16) and float(e20.wts.sum()) == 48
     # the same E and L_alpha as the trainer's evaluation (one convention project-wide)
     ds = Dataset("toy", x, y, x[:5], y[:5], n_classes=3)
     tr = Trainer(m, ds, TrainConfig(loss="ce", penalty_on="weights"))

@@ -136,7 +136,8 @@ def make_error_fn(model, data, loss: str = "ce", *, chunk_size: int = 4096) -> E
       ``y (n,)`` are class labels, float ``y (n, k)`` regression targets.
     - `loss`: ``"ce"`` (cross-entropy, natural log) or ``"mse"`` (``1/2 |f(x) - y|^2``; one-hot
       targets for class labels).
-    - `chunk_size`: examples per chunk.
+    - `chunk_size`: the most examples per chunk; the chunks are made equal (``ceil(n / chunks)``
+      each), so fewer rows are padding than there are chunks.
 
     **Returns:** an :class:`ErrorFn`, a callable ``E(params) -> ()`` (a jittable Equinox module).
     """
@@ -153,8 +154,10 @@ def make_error_fn(model, data, loss: str = "ce", *, chunk_size: int = 4096) -> E
     if loss == "ce" and not classification:
         raise GeometryError("loss: cross-entropy needs integer class labels; use loss='mse' for regression targets")
     _, static = eqx.partition(model, eqx.is_inexact_array)
-    chunk = int(min(chunk_size, n))
-    n_chunks = int(math.ceil(n / chunk))
+    # as few chunks as chunk_size allows, all of one size: fewer padded rows than chunks (with
+    # chunks of exactly chunk_size, 10,000 examples would be computed as 3 x 4,096 = 12,288)
+    n_chunks = int(math.ceil(n / min(chunk_size, n)))
+    chunk = int(math.ceil(n / n_chunks))
     x = x.astype(np.float32) if not np.issubdtype(x.dtype, np.floating) else x
     y = y.astype(np.int32) if classification else y.astype(x.dtype)
     if not classification and y.ndim == 1:
