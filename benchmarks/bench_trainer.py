@@ -109,7 +109,7 @@ def main() -> None:
     # ---- the ensemble: K members, one program -------------------------------------------------
     ens = Trainer(model, data, cfg)
     t = time.perf_counter()
-    state, _, a_, lr_, ref_, max_e = ens._prepare(model, alphas, key=shuffle)
+    state, _, a_, lr_, ref_, max_e, _ = ens._prepare(model, alphas, key=shuffle)
     run_args = (jnp.asarray(E, jnp.int32), jnp.asarray(max_e, jnp.int32), a_, lr_, ref_, ens.x_train, ens.y_train)
     jax.block_until_ready(ens._run(state, *run_args))
     compile_ens = time.perf_counter() - t
@@ -155,7 +155,7 @@ def main() -> None:
     members = [jax.tree_util.tree_map(lambda a, j=j: a[j : j + 1], model) for j in range(K)]
     single = Trainer(members[0], data, cfg)
     t = time.perf_counter()
-    st1, _, a1, lr1, ref1, _ = single._prepare(members[0], alphas[:1], key=shuffle[:1])
+    st1, _, a1, lr1, ref1, _, _ = single._prepare(members[0], alphas[:1], key=shuffle[:1])
     one_args = (jnp.asarray(E, jnp.int32), jnp.asarray(E, jnp.int32))
     jax.block_until_ready(single._run(st1, *one_args, a1, lr1, ref1, single.x_train, single.y_train))
     compile_single = time.perf_counter() - t
@@ -163,7 +163,7 @@ def main() -> None:
     def single_loop():
         total = 0.0
         for j in range(K):
-            st, _, a, lr, ref, _ = single._prepare(members[j], alphas[j : j + 1], key=shuffle[j : j + 1])
+            st, _, a, lr, ref, _, _ = single._prepare(members[j], alphas[j : j + 1], key=shuffle[j : j + 1])
             t = time.perf_counter()
             jax.block_until_ready(single._run(st, *one_args, a, lr, ref, single.x_train, single.y_train))
             total += time.perf_counter() - t
