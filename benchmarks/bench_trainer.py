@@ -151,7 +151,7 @@ def main() -> None:
         jax.block_until_ready(r.state.params)
         return time.perf_counter() - t
 
-    # ---- one at a time: the same trainer with K = 1, 16 calls ------------------------------------
+    # ---- one at a time: the same trainer with K = 1, K calls --------------------------------------
     members = [jax.tree_util.tree_map(lambda a, j=j: a[j : j + 1], model) for j in range(K)]
     single = Trainer(members[0], data, cfg)
     t = time.perf_counter()
@@ -216,9 +216,10 @@ def main() -> None:
                     torch.set_num_threads(default)
 
     # ---- interleaved rounds --------------------------------------------------------------------------
-    contenders = {"ensemble (K=16, epoch loop)": ensemble_loop, **variants,
+    ens_name = f"ensemble (K={K}, epoch loop)"
+    contenders = {ens_name: ensemble_loop, **variants,
                   "ensemble train() end to end": ensemble_train,
-                  "one at a time (K=1, 16 calls)": single_loop}
+                  f"one at a time (K=1, {K} calls)": single_loop}
     if torch_loop is not None:
         contenders[f"torch loop ({K} models)"] = torch_loop
         if args.torch_1thread:
@@ -237,7 +238,7 @@ def main() -> None:
     peak_med = max(peak, peak_end)  # the best the cores did: the conservative denominator
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    ens_t = med["ensemble (K=16, epoch loop)"]
+    ens_t = med[ens_name]
     print()
     print(f"data: {source}; {n} samples x {E} epochs x {K} members, batch {B}, Adam lr 1e-3, CE + alpha||w||^2")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cores); torch {torch_version or 'not run'}")
@@ -250,7 +251,7 @@ def main() -> None:
           + ", ".join(f"{k.split(', ')[1]} {v:.1f} s" for k, v in compile_variants.items()))
     print()
     cmed = {k: statistics.median(v) for k, v in cpu.items()}
-    ens_c = cmed["ensemble (K=16, epoch loop)"]
+    ens_c = cmed[ens_name]
     head = (f"{'contender':32s} {'wall s':>7s} {'min s':>6s} {'GFLOP/s':>8s} {'% sgemm':>8s} {'ens. x':>7s}"
             f" {'cpu s':>7s} {'GFLOP/cpu-s':>12s} {'ens. x (cpu)':>13s}")
     print(head)
