@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from phaseprobe.train.config import TrainConfig
+from phaseprobe.train.losses import tree_where
 
 # salt folded into a member's key for its Langevin noise (its shuffles use the key itself)
 NOISE_SALT = 0x1A6E
@@ -151,15 +152,15 @@ def scale_by_adam_guarded(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8)
     def update(updates, state, params=None, *, guard=None, **extra_args):
         del params, extra_args
         keep = jnp.asarray(True) if guard is None else guard
-        mu = jax.tree_util.tree_map(lambda g, m: jnp.where(keep, (1 - b1) * g + b1 * m, m), updates, state.mu)
-        nu = jax.tree_util.tree_map(lambda g, v: jnp.where(keep, (1 - b2) * (g ** 2) + b2 * v, v), updates, state.nu)
+        # optax.scale_by_adam's own steps, with the guard on the new state
+        mu = tree_where(keep, optax.tree.update_moment(updates, state.mu, b1, 1), state.mu)
+        nu = tree_where(keep, optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2), state.nu)
         count = jnp.where(keep, optax.safe_increment(state.count), state.count)
         mu, nu = jax.lax.optimization_barrier((mu, nu))
-        c1 = (1 - b1 ** count)
-        c2 = (1 - b2 ** count)
+        mu_hat = optax.tree.bias_correction(mu, b1, count)
+        nu_hat = optax.tree.bias_correction(nu, b2, count)
         scaled = jax.tree_util.tree_map(
-            lambda m, v: jnp.where(keep, (m / c1.astype(m.dtype)) / (jnp.sqrt(v / c2.astype(v.dtype) + 0.0) + eps),
-                                   jnp.zeros_like(m)), mu, nu)
+            lambda m, v: jnp.where(keep, m / (jnp.sqrt(v) + eps), jnp.zeros_like(m)), mu_hat, nu_hat)
         return scaled, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 
     return optax.GradientTransformationExtraArgs(base.init, update)

@@ -258,28 +258,25 @@ class Trainer:
                 batch = Minibatch(x=x_train[i], y=y_train[i], weight=w, index=i, key=key, epoch=epoch, step=s)
             (loss, err), g = self.batch_grad(p, batch, alpha, ref)
             gsq_new = squared_norm(self._reg_grad(g, p, alpha, ref) if c.optimizer == "adamw" else g)
+            if self._guard != "step":
+                # decided from scalars known before the update, so the guard never needs an extra
+                # pass over parameters and moments; a NaN/inf anywhere in the gradient makes its
+                # squared norm NaN/inf (the data error, not the loss: the penalty's value is then
+                # never computed, only its gradient; non-finite parameters are caught once an
+                # epoch below)
+                finite = jnp.isfinite(err) & jnp.isfinite(gsq_new)
+            extra = {"noise_key": noise_key(key, epoch, s)} if langevin else {}
             if self._guard != "step" and guarded:
                 # the optimiser applies the guard itself (Adam: moments guarded, then the update);
                 # a refused step gets zero updates and its old state back, bit for bit
-                finite = jnp.isfinite(err) & jnp.isfinite(gsq_new)
                 ok = active & finite
-                upd, o = opt.update(g, o, p, guard=ok)
+                upd, o = opt.update(g, o, p, guard=ok, **extra)
                 p = optax.apply_updates(p, upd)
             else:
-                if langevin:
-                    upd, o_new = opt.update(g, o, p, noise_key=noise_key(key, epoch, s))
-                else:
-                    upd, o_new = opt.update(g, o, p)
+                upd, o_new = opt.update(g, o, p, **extra)
                 p_new = optax.apply_updates(p, upd)
                 if self._guard == "step":
                     finite = jnp.isfinite(loss) & all_finite(p_new)
-                else:
-                    # decided from scalars known before the update, so the selects below fuse into the
-                    # optimiser's one elementwise pass (no extra pass over params and moments per step);
-                    # a NaN/inf anywhere in the gradient makes its squared norm NaN/inf
-                    # (the data error, not the loss: the penalty's value is then never computed, only its
-                    # gradient; non-finite parameters are caught once an epoch below)
-                    finite = jnp.isfinite(err) & jnp.isfinite(gsq_new)
                 ok = active & finite
                 p = tree_where(ok, p_new, p)
                 o = tree_where(ok, o_new, o)
